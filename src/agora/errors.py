@@ -1,0 +1,35 @@
+"""Domain errors that services raise; the web layer turns each into a JSON response."""
+
+from __future__ import annotations
+
+
+class AgoraError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthorized(AgoraError):
+    status_code = 401
+
+
+class Forbidden(AgoraError):
+    status_code = 403
+
+
+class NotFound(AgoraError):
+    status_code = 404
+
+
+class Conflict(AgoraError):
+    status_code = 409
+
+
+class TooManyRequests(AgoraError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

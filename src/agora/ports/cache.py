@@ -1,0 +1,52 @@
+"""Cache port: a key-value store with per-key TTLs.
+
+Backends: `adapters.memory_cache.MemoryCache` (embedded, one process) and
+`adapters.redis_cache.RedisCache`. Keys are given whole by the caller (`user:<id>` is
+DESIGN.md's exact key); a backend may add a deployment-wide namespace in front of
+every key (`AGORA_REDIS_NAMESPACE`), invisible to callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class CacheUnavailable(Exception):
+    """The backend could not be reached; callers fall back to the database."""
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store `value`; `ttl` in seconds, None for no expiry."""
+
+    async def get_and_touch(self, key: str, ttl: float) -> bytes | None:
+        """Read a key and, if it exists, reset its TTL, in one step (Redis GETEX)."""
+
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        """The values of `keys`, in order, read at one instant (Redis MGET)."""
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """Store several keys with one TTL, in one round trip where the backend can.
+
+        Not atomic: after a failure some of the keys may be stored.
+        """
+
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        """Atomically store only if `key` does not exist; True if stored."""
+
+    async def delete(self, *keys: str) -> int:
+        """Remove keys; returns how many existed."""
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        """Reset the TTL of an existing key; False if it does not exist."""
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left; None if the key is missing or never expires."""
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one; the TTL is set when the key is created. Returns the new value."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,239 @@
+"""Typed settings, read from AGORA_* environment variables and validated at start.
+
+Settings are built once by the entry point (`agora serve`, tests) and passed in;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger("agora.settings")
+
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = Path("./var")
+    log_level: str = "INFO"
+
+    # Persistence and transports; empty means the embedded backend.
+    database_url: str = ""
+    redis_url: str = ""
+    amqp_url: str = ""
+    amqp_ca_file: Path | None = None
+    amqp_cert_file: Path | None = None
+    amqp_key_file: Path | None = None
+    # Put in front of every Redis key (user:<id> included) to share one Redis between
+    # deployments or test runs; empty in production so keys match DESIGN.md exactly.
+    redis_namespace: str = ""
+    # Prefix of the keys that are the code's own (tickets, rate limits, ...).
+    key_prefix: str = "agora:"
+    # Suffix on exchange/queue names, to run side by side on one broker.
+    amqp_name_suffix: str = ""
+    # Unacked deliveries in flight: the user-events consumer applies up to 256 per batch
+    # while the next batch gathers, so twice that keeps its batches full.
+    amqp_prefetch: int = Field(512, ge=1)
+
+    # Tokens.
+    # HS256 signs with the shared secret; RS256/ES256/EdDSA sign with a private key
+    # (AGORA_JWT_PRIVATE_KEY_FILE, else generated under AGORA_DATA_DIR/keys) and publish
+    # the public key at /auth/.well-known/jwks.json. A service given AGORA_JWKS_URL
+    # verifies with the published keys and needs no secret at all.
+    jwt_algorithm: Literal["HS256", "RS256", "ES256", "EdDSA"] = "HS256"
+    jwt_secret: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    jwks_url: str = ""
+    jwks_refetch_interval: float = Field(30.0, ge=1)
+    jwt_issuer: str = "agora-auth"
+    jwt_audience: str = "agora"
+    token_ttl: int = Field(3600, ge=60, le=86400)
+    token_leeway: int = Field(30, ge=0, le=60)
+    verified_token_cache_size: int = Field(10_000, ge=0)
+
+    # Cookies: Secure may only be switched off in dev, for plain-http localhost.
+    cookie_secure: bool = True
+
+    # HTTP limits and browser policy (agora.web.security).
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    # Origins allowed to call the API from a browser, with cookies; empty means CORS off.
+    # A JSON list or comma-separated: AGORA_CORS_ORIGINS=https://app.example.com,...
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    # argon2id cost; lower only in tests.
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65536, ge=8)
+    argon2_parallelism: int = Field(4, ge=1)
+
+    # Publications: status cache, activity and idle sweeping.
+    user_cache_ttl: int = Field(3600, ge=1)
+    idle_timeout: int = Field(1800, ge=1)
+    idle_sweep_interval: float = Field(60.0, gt=0)
+    activity_write_interval: int = Field(60, ge=0)
+    outbox_poll_interval: float = Field(1.0, gt=0)
+
+    # Login throttling (services/auth/throttle.py): attempts without success counted per
+    # login and per client IP in a window; going over a limit blocks for a time that
+    # grows with each new block of the same key, up to a cap. Seconds throughout.
+    login_max_failures: int = Field(5, ge=1)
+    login_ip_max_failures: int = Field(50, ge=1)
+    login_failure_window: float = Field(900.0, gt=0)
+    login_block_seconds: float = Field(60.0, gt=0)
+    login_block_growth: float = Field(2.0, ge=1)
+    login_block_max_seconds: float = Field(3600.0, gt=0)
+    # How long a key's block level is remembered after its last block.
+    login_block_memory: float = Field(86400.0, gt=0)
+
+    # Real-time sockets (agora.realtime, docs/social.md). Seconds and bytes throughout.
+    ws_ticket_ttl: int = Field(10, ge=1, le=300)
+    # Tickets get this leeway past their exp, not the access tokens' token_leeway.
+    ws_ticket_leeway: float = Field(2.0, ge=0, le=30)
+    ws_max_message_bytes: int = Field(65_536, ge=256)
+    ws_outbound_queue_bytes: int = Field(1_048_576, ge=1024)
+    # How long a closing socket's error frame and close may take to go out before the
+    # connection is cut anyway (a client that reads nothing never takes them).
+    ws_close_grace: float = Field(2.0, gt=0)
+    # Protocol pings by uvicorn (agora serve); a connection silent past the timeout drops.
+    ws_ping_interval: float = Field(20.0, gt=0)
+    ws_ping_timeout: float = Field(20.0, gt=0)
+    # Presence entries expire unless refreshed (every ttl/3); recheck finds crashed peers.
+    presence_ttl: float = Field(24.0, gt=0, lt=30)
+    presence_recheck_interval: float = Field(15.0, gt=0)
+    presence_max_users: int = Field(500, ge=1)
+    social_max_content_chars: int = Field(4000, ge=1)
+    social_messages_per_window: int = Field(1000, ge=1)
+    social_message_window: float = Field(3600.0, gt=0)
+    social_connections_per_ip: int = Field(60, ge=1)
+    social_connection_window: float = Field(60.0, gt=0)
+    # Blocks after going over a socket limit grow like the login blocks.
+    realtime_block_seconds: float = Field(60.0, gt=0)
+    realtime_block_growth: float = Field(2.0, ge=1)
+    realtime_block_max_seconds: float = Field(3600.0, gt=0)
+    realtime_block_memory: float = Field(86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_realtime(self) -> Settings:
+        if self.realtime_block_max_seconds < self.realtime_block_seconds:
+            raise ValueError(
+                "AGORA_REALTIME_BLOCK_MAX_SECONDS must be >= AGORA_REALTIME_BLOCK_SECONDS"
+            )
+        if self.realtime_block_memory < self.realtime_block_max_seconds:
+            raise ValueError(
+                "AGORA_REALTIME_BLOCK_MEMORY must be >= AGORA_REALTIME_BLOCK_MAX_SECONDS"
+            )
+        # A crashed instance's users must show offline within a minute.
+        if self.presence_ttl + self.presence_recheck_interval > 60:
+            raise ValueError("AGORA_PRESENCE_TTL + AGORA_PRESENCE_RECHECK_INTERVAL must be <= 60")
+        return self
+
+    @model_validator(mode="after")
+    def _check_login_throttle(self) -> Settings:
+        if self.login_block_max_seconds < self.login_block_seconds:
+            raise ValueError("AGORA_LOGIN_BLOCK_MAX_SECONDS must be >= AGORA_LOGIN_BLOCK_SECONDS")
+        # A level forgotten while its block still runs would restart the growth.
+        if self.login_block_memory < self.login_block_max_seconds:
+            raise ValueError("AGORA_LOGIN_BLOCK_MEMORY must be >= AGORA_LOGIN_BLOCK_MAX_SECONDS")
+        return self
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        return [check_origin(origin) for origin in origins]
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.env != "dev":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            # Only HS256 needs a secret; with a key pair, a secret is optional (for
+            # HS256 peers) but must still be strong when given.
+            needed = self.jwt_algorithm == "HS256" and not self.jwks_url
+            if (needed or secret) and len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"AGORA_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                    f"outside dev (AGORA_ENV={self.env})"
+                )
+            if not self.cookie_secure:
+                raise ValueError("AGORA_COOKIE_SECURE=false is only allowed with AGORA_ENV=dev")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'agora.db').resolve()}"
+
+    @property
+    def secret(self) -> str:
+        if self.jwt_secret is None:
+            raise RuntimeError("settings were not loaded with load_settings()")
+        return self.jwt_secret.get_secret_value()
+
+
+def check_origin(origin: str) -> str:
+    """One CORS origin exactly as a browser sends it: `scheme://host[:port]`, nothing more.
+
+    Credentials (cookies) are always allowed, so `*` and `null` (sandboxed frames,
+    file://) are refused: either would let any page act as the logged-in user.
+    """
+    parts = urlsplit(origin.strip().lower())
+    if origin.strip() in ("*", "null") or parts.scheme not in ("http", "https"):
+        raise ValueError(
+            f"CORS origin {origin!r} must be http(s)://host[:port]; "
+            "'*' and 'null' are refused because cookies are allowed"
+        )
+    # A browser's Origin never ends in "/": "https://app.example.com/" would never match.
+    extra = parts.path or parts.query or parts.fragment or "@" in parts.netloc
+    if not parts.hostname or extra or (parts.port is None and parts.netloc.endswith(":")):
+        raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port], no path")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, then fill in a dev secret if needed.
+
+    In dev without AGORA_JWT_SECRET, a random secret is generated once and kept in
+    AGORA_DATA_DIR so that tokens survive a restart.
+    """
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.env != "dev":
+        return settings  # the validator has seen to what production needs
+    # An empty AGORA_JWT_SECRET (a blank line in an env file) counts as unset: an empty
+    # HMAC key would make every login fail. Outside dev the validator refused it already.
+    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+        return settings
+    secret_file = settings.data_dir / "jwt_secret"
+    secret = secret_file.read_text().strip() if secret_file.exists() else ""
+    if not secret:  # absent, or left empty by a start that died before writing it
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        secret_file.touch(mode=0o600)
+        secret_file.chmod(0o600)  # touch keeps the mode of a file that was already there
+        secret_file.write_text(secret)
+        log.warning(
+            "dev mode: generated a JWT secret in %s; set AGORA_JWT_SECRET in production",
+            secret_file,
+        )
+    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})

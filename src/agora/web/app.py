@@ -1,0 +1,100 @@
+"""What every service app has in common: settings, guard, error handlers, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from agora.audit import Audit
+from agora.audit_store import database_sink
+from agora.backends import Backends
+from agora.keyring import KeyRefresher, initial_keyset
+from agora.revocation import RevocationStore
+from agora.settings import Settings
+from agora.tokens import TokenService
+from agora.web.errors import install_error_handlers
+from agora.web.guard import TokenGuard
+from agora.web.security import ServiceApp, install_http_policy
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def token_service(settings: Settings) -> TokenService:
+    return TokenService(
+        initial_keyset(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=settings.token_ttl,
+        leeway=settings.token_leeway,
+        cache_size=settings.verified_token_cache_size,
+    )
+
+
+def build_service_app(
+    *,
+    name: str,
+    settings: Settings,
+    backends: Backends | None,
+    routers: Sequence[APIRouter],
+    path_prefixes: Sequence[str],
+    audit: Audit | None = None,
+    on_start: Sequence[Hook] = (),
+    on_stop: Sequence[Hook] = (),
+) -> FastAPI:
+    """A FastAPI app for one service.
+
+    `path_prefixes` are the public paths the service answers; the embedded app and
+    nginx route on them. When `backends` is None the app builds and owns its own.
+    """
+    owned = backends is None
+    resolved = backends or Backends.from_settings(settings)
+    tokens = token_service(settings)
+    keys = KeyRefresher(tokens, settings)
+    revocations = RevocationStore(
+        resolved.cache,
+        resolved.database,
+        settings.key_prefix,
+        max_token_age=settings.token_ttl + settings.token_leeway,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await resolved.start()
+        await keys.start()
+        await revocations.start()
+        for hook in on_start:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in reversed(on_stop):
+                await hook()
+            await revocations.stop()
+            await keys.stop()
+            if owned:
+                await resolved.close()
+
+    app = ServiceApp(
+        hsts=settings.cookie_secure,  # Secure cookies mean the deployment is HTTPS
+        title=f"Agora {name}",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    # Every service stores its audit events in its own database, besides logging them.
+    service_audit = audit or Audit(name, sink=database_sink(resolved.database))
+    app.state.name = name
+    app.state.settings = settings
+    app.state.backends = resolved
+    app.state.path_prefixes = tuple(path_prefixes)
+    app.state.audit = service_audit
+    app.state.tokens = tokens
+    app.state.revocations = revocations
+    app.state.token_guard = TokenGuard(tokens, service_audit, revocations, keys.refresh)
+    install_error_handlers(app)
+    install_http_policy(app, settings)
+    for router in routers:
+        app.include_router(router)
+    return app
