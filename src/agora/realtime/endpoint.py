@@ -1,0 +1,237 @@
+"""The life of one socket, whatever its frames mean.
+
+    accept -> connections per IP -> ticket -> welcome -> hub + presence -> read loop
+    -> cleanup (hub, presence leave, unwatch, timers), always, however it ended
+
+A service subclasses `SocketEndpoint` with `welcome` and `on_frame` (social's in
+`services/social/frames.py`). Every frame a client sends counts against the user's
+message limit before `on_frame` sees it. Two tasks per socket: the reader (here) and
+the writer (`Connection`); the socket ends when either ends. A socket closed by the
+server (session ended, limit, slow consumer) ends when its writer has sent the close,
+or after `close_grace`; a client that stops answering protocol pings is dropped by the
+server (uvicorn's `ws_ping_interval`/`ws_ping_timeout`) and ends the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agora.audit import Audit
+from agora.realtime.codes import (
+    FRAME_TOO_LARGE,
+    SERVER_ERROR,
+    SESSION_ENDED,
+    SLOW_CONSUMER,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_MESSAGES,
+    CloseReason,
+)
+from agora.realtime.connection import Connection, error_frame
+from agora.realtime.hub import Hub
+from agora.realtime.limits import RateLimiter, Verdict
+from agora.realtime.presence import PresenceTracker
+from agora.realtime.tickets import Ticket, TicketRefused, TicketService
+
+log = logging.getLogger("agora.realtime.endpoint")
+
+INTERNAL_ERROR = "Internal error"
+
+
+class SocketEndpoint:
+    def __init__(
+        self,
+        *,
+        name: str,
+        audit: Audit,
+        tickets: TicketService,
+        hub: Hub,
+        presence: PresenceTracker,
+        connect_limiter: RateLimiter,
+        message_limiter: RateLimiter,
+        max_message_bytes: int,
+        max_queued_bytes: int,
+        close_grace: float,
+    ) -> None:
+        self.name = name  # audit events are `<name>.ticket_refused`, ...
+        self.audit = audit
+        self.tickets = tickets
+        self.hub = hub
+        self.presence = presence
+        self.connect_limiter = connect_limiter
+        self.message_limiter = message_limiter
+        self.max_message_bytes = max_message_bytes
+        self.max_queued_bytes = max_queued_bytes
+        self.close_grace = close_grace
+
+    # --- what a service defines ------------------------------------------------------------
+
+    def welcome(self, conn: Connection) -> str:
+        raise NotImplementedError
+
+    async def on_frame(self, conn: Connection, text: str) -> None:
+        raise NotImplementedError
+
+    # --- the lifecycle ---------------------------------------------------------------------
+
+    async def handle(self, ws: WebSocket) -> None:
+        """The ASGI WebSocket route."""
+        ip = ws.client.host if ws.client else None
+        await ws.accept()
+        if ip is not None:
+            verdict = await self.connect_limiter.hit(ip)
+            if not verdict.allowed:
+                await self._audit_limit(verdict, "connections", ip=ip)
+                await self._refuse(ws, TOO_MANY_CONNECTIONS)
+                return
+        try:
+            ticket = await self.tickets.redeem(ws.query_params.get("token"))
+        except TicketRefused as refused:
+            reused = refused.reason == "reused"
+            await self.audit.record(
+                f"{self.name}.ticket_reused" if reused else f"{self.name}.ticket_refused",
+                reason=refused.reason,
+                code=refused.close.code,
+                user_id=refused.user_id,
+                jti=refused.jti,
+                ip=ip,
+            )
+            await self._refuse(ws, refused.close)
+            return
+        conn = Connection(
+            ws,
+            user_id=ticket.user_id,
+            login=ticket.login,
+            session_jti=ticket.session_jti,
+            session_iat=ticket.session_iat,
+            ip=ip,
+            max_queued_bytes=self.max_queued_bytes,
+            close_grace=self.close_grace,
+        )
+        await self._run(conn, ticket)
+
+    async def _refuse(self, ws: WebSocket, reason: CloseReason) -> None:
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await ws.send_text(error_frame(reason.message))
+            await ws.close(reason.code, reason.message)
+
+    async def _run(self, conn: Connection, ticket: Ticket) -> None:
+        conn.send(self.welcome(conn))  # first in the queue, before any delivery
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(
+            max(0.0, ticket.session_exp - time.time()), conn.close, SESSION_ENDED
+        )
+        writer = conn.start_writer()
+        reader: asyncio.Task[None] | None = None
+        self._log("connected", conn)
+        try:
+            try:
+                await self.hub.add(conn)
+                await self.presence.join(conn)
+                reader = asyncio.create_task(
+                    self._read_loop(conn), name=f"ws-reader-{conn.device_id}"
+                )
+                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            except Exception:  # the pub/sub or presence backend failed us
+                log.exception("socket setup failed for user %s", conn.user_id)
+                conn.close(SERVER_ERROR)
+            if conn.closing is not None and not writer.done():
+                # Closed by us: let the writer send the close (the cut bounds the wait).
+                await asyncio.wait({writer})
+        finally:
+            expiry.cancel()
+            if reader is not None and not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            await conn.stop_writer()
+            await self._cleanup(conn)
+
+    async def _cleanup(self, conn: Connection) -> None:
+        # Shielded: a server shutdown cancelling us must still take the device offline.
+        try:
+            await asyncio.shield(self._leave(conn))
+        except Exception:  # the presence entry expires by itself within its TTL
+            log.exception("socket cleanup failed for user %s", conn.user_id)
+        reason = conn.closing
+        if reason is SLOW_CONSUMER:
+            await self.audit.record(
+                f"{self.name}.slow_consumer",
+                user_id=conn.user_id,
+                ip=conn.ip,
+                limit_bytes=conn.max_queued_bytes,
+            )
+        self._log(
+            "disconnected",
+            conn,
+            code=reason.code if reason else None,
+            reason=reason.message if reason else "client closed",
+            seconds=round(time.monotonic() - conn.opened_at, 3),
+        )
+
+    async def _leave(self, conn: Connection) -> None:
+        await self.hub.remove(conn)
+        await self.presence.leave(conn)
+
+    async def _read_loop(self, conn: Connection) -> None:
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await self._read(conn)
+
+    async def _read(self, conn: Connection) -> None:
+        ws = conn.ws
+        while True:
+            await conn.drained()
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > self.max_message_bytes or (
+                text is not None
+                and not text.isascii()
+                and len(text.encode()) > self.max_message_bytes
+            ):
+                conn.close(FRAME_TOO_LARGE)
+                return
+            verdict = await self.message_limiter.hit(conn.user_id)
+            if not verdict.allowed:
+                await self._audit_limit(verdict, "messages", user_id=conn.user_id, ip=conn.ip)
+                conn.close(TOO_MANY_MESSAGES)
+                return
+            if text is None:
+                conn.send(error_frame("Text frames only"))
+                continue
+            try:
+                await self.on_frame(conn, text)
+            except Exception:  # a bug or a backend outage: this frame fails, not the socket
+                log.exception("frame handling failed for user %s", conn.user_id)
+                conn.send(error_frame(INTERNAL_ERROR))
+
+    async def _audit_limit(self, verdict: Verdict, scope: str, **fields: Any) -> None:
+        """Blocks are audited when they start; refusals during a block are only counted."""
+        if verdict.new_block_level is not None:
+            await self.audit.record(
+                f"{self.name}.rate_limited",
+                scope=scope,
+                level=verdict.new_block_level,
+                seconds=verdict.retry_after,
+                **fields,
+            )
+
+    def _log(self, event: str, conn: Connection, **fields: Any) -> None:
+        # The audit JSON line without a stored row: opening and closing sockets is
+        # traffic, not a security decision (refusals, reuse and blocks are stored).
+        self.audit.log(
+            self.audit.entry(
+                f"{self.name}.{event}",
+                user_id=conn.user_id,
+                device_id=conn.device_id,
+                ip=conn.ip,
+                **fields,
+            )
+        )

@@ -1,0 +1,106 @@
+"""A rate limiter over the Cache port: a count per window, then blocks that grow.
+
+`hit(subject)` counts one event of `subject` (a user id, an IP) and says whether it is
+allowed. Going over `limit` events in a window starts a block of the subject for
+`block` seconds; each new block of the same subject lasts `growth` times longer, up
+to `max_block`, and the level is remembered for `memory` seconds after the last block
+(the login throttle's rules, services/auth/throttle.py, for sockets).
+
+One cache round trip per allowed event: a block also overwrites the subject's counter
+with a value over the limit and the block's TTL, so the single INCR of the next event
+answers "blocked" too. The block key exists only to let one of several simultaneous
+events (on any instance) start the block and raise the level.
+
+Fail open: with the cache unreachable nothing is limited (a warning is logged); a
+cache outage must not turn into a socket outage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agora.ports.cache import Cache, CacheUnavailable
+
+log = logging.getLogger("agora.realtime.limits")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    retry_after: float = 0.0
+    # Set on the event that started a block: its level (1 for the first) and length.
+    new_block_level: int | None = None
+
+
+ALLOWED = Verdict(True)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        prefix: str,
+        name: str,
+        limit: int,
+        window: float,
+        block: float,
+        growth: float = 2.0,
+        max_block: float = 3600.0,
+        memory: float = 86400.0,
+    ) -> None:
+        if limit < 1 or window <= 0 or block <= 0 or max_block < block or growth < 1:
+            raise ValueError("invalid rate limit")
+        self._cache = cache
+        self._base = f"{prefix}ratelimit:{name}:"
+        self.limit = limit
+        self.window = window
+        self._block = block
+        self._growth = growth
+        self._max_block = max_block
+        self._memory = max(memory, max_block)
+
+    def key(self, kind: str, subject: str) -> str:
+        """`<prefix>ratelimit:<name>:count:<subject>`, `...:block:...`, `...:level:...`."""
+        return f"{self._base}{kind}:{subject}"
+
+    def block_seconds(self, level: int) -> float:
+        try:
+            seconds = self._block * self._growth ** (level - 1)
+        except OverflowError:
+            return self._max_block
+        return min(seconds, self._max_block)
+
+    async def hit(self, subject: str) -> Verdict:
+        try:
+            count = await self._cache.incr(self.key("count", subject), self.window)
+            if count <= self.limit:
+                return ALLOWED
+            return await self._over(subject)
+        except CacheUnavailable as exc:
+            log.warning("rate limit %s skipped, the cache is unavailable: %s", self._base, exc)
+            return ALLOWED
+
+    async def blocked_for(self, subject: str) -> float:
+        """Seconds left of the subject's block (0 when not blocked); counts nothing."""
+        try:
+            return await self._cache.ttl(self.key("block", subject)) or 0.0
+        except CacheUnavailable:
+            return 0.0
+
+    async def _over(self, subject: str) -> Verdict:
+        block_key = self.key("block", subject)
+        # Claimed with the first block's length: of simultaneous events over the limit,
+        # only one raises the level, which is known only once claimed.
+        if not await self._cache.set_if_absent(block_key, b"0", self._block):
+            left = await self._cache.ttl(block_key)
+            return Verdict(False, left if left is not None else self._block)
+        level_key = self.key("level", subject)
+        level = await self._cache.incr(level_key, self._memory)
+        await self._cache.expire(level_key, self._memory)  # remembered from the last block
+        seconds = self.block_seconds(level)
+        await self._cache.set(block_key, str(level).encode(), seconds)
+        # The counter stays over the limit for exactly the block: one INCR answers.
+        await self._cache.set(self.key("count", subject), str(self.limit + 1).encode(), seconds)
+        return Verdict(False, seconds, new_block_level=level)

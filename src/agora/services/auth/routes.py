@@ -1,0 +1,168 @@
+"""HTTP for the auth service: translate requests into AuthService calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from agora.services.auth.schemas import (
+    LoginRequest,
+    LoginResponse,
+    LogoutResponse,
+    RegisterRequest,
+    UserOut,
+)
+from agora.services.auth.service import AuthService
+from agora.web.cookies import clear_auth_cookie, set_auth_cookie
+from agora.web.csrf import csrf_token_for
+from agora.web.errors import error_response
+from agora.web.guard import CurrentUser
+
+router = APIRouter()
+
+LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": LoginRequest.model_json_schema()},
+            "application/x-www-form-urlencoded": {"schema": LoginRequest.model_json_schema()},
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Invalid credentials or token"},
+    422: {"description": "Invalid fields"},
+}
+LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    400: {"description": "Malformed body"},
+    429: {
+        "description": "Too many failed logins",
+        "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+    },
+}
+JWK_SET = {
+    "description": "RFC 7517 JWK Set",
+    "content": {
+        "application/jwk-set+json": {
+            "schema": {
+                "type": "object",
+                "required": ["keys"],
+                "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+            }
+        }
+    },
+}
+
+
+def service_of(request: Request) -> AuthService:
+    service: AuthService = request.app.state.auth_service
+    return service
+
+
+def user_out(user: Any) -> UserOut:
+    return UserOut(
+        id=str(user.id),
+        login=user.login,
+        email=user.email,
+        name=user.name,
+        created_at=user.created_at,
+    )
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _read_login(request: Request) -> LoginRequest | JSONResponse:
+    """Accept JSON or a form: the platform's older clients post forms."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            data: Any = dict(await request.form())
+        else:
+            data = await request.json()
+    except Exception:  # any unreadable body is the client's error, not ours
+        return error_response(400, "Malformed request body")
+    if not isinstance(data, dict):
+        return error_response(400, "Expected a JSON object")
+    try:
+        return LoginRequest.model_validate(data)
+    except ValidationError as exc:
+        fields = {".".join(map(str, e["loc"])) or "body": e["msg"] for e in exc.errors()}
+        return error_response(422, "Validation failed", fields=fields)
+
+
+@router.post(
+    "/auth/api/register",
+    status_code=201,
+    response_model=UserOut,
+    responses={
+        **ERRORS,
+        400: {"description": "Malformed JSON body"},
+        409: {"description": "Login or email already taken"},
+    },
+)
+async def register(body: RegisterRequest, request: Request) -> UserOut:
+    return user_out(await service_of(request).register(body))
+
+
+@router.post(
+    "/auth/api/login",
+    response_model=LoginResponse,
+    openapi_extra=LOGIN_BODY,
+    responses=LOGIN_ERRORS,
+)
+@router.post(
+    "/login", response_model=LoginResponse, openapi_extra=LOGIN_BODY, responses=LOGIN_ERRORS
+)
+async def login(request: Request, response: Response) -> Any:
+    body = await _read_login(request)
+    if isinstance(body, JSONResponse):
+        return body
+    user, issued = await service_of(request).login(body.login, body.password, client_ip(request))
+    settings = request.app.state.settings
+    csrf = csrf_token_for(issued.jti)
+    set_auth_cookie(response, issued.token, csrf, issued.expires_in, settings.cookie_secure)
+    response.headers["Cache-Control"] = "no-store"
+    return LoginResponse(
+        token=issued.token, expires_in=issued.expires_in, user=user_out(user), csrf_token=csrf
+    )
+
+
+@router.get("/auth/api/me", response_model=UserOut, responses=ERRORS)
+async def me(user: CurrentUser, request: Request) -> UserOut:
+    return user_out(await service_of(request).current(user))
+
+
+@router.post("/auth/api/logout", response_model=LogoutResponse, responses=ERRORS)
+async def logout(user: CurrentUser, request: Request, response: Response) -> LogoutResponse:
+    """Revoke this token and expire the cookies."""
+    await service_of(request).logout(user, client_ip(request))
+    clear_auth_cookie(response, request.app.state.settings.cookie_secure)
+    return LogoutResponse()
+
+
+@router.post("/auth/api/logout/all", response_model=LogoutResponse, responses=ERRORS)
+async def logout_everywhere(
+    user: CurrentUser, request: Request, response: Response
+) -> LogoutResponse:
+    """Revoke every token of the user issued so far, on every device."""
+    await service_of(request).logout(user, client_ip(request), everywhere=True)
+    clear_auth_cookie(response, request.app.state.settings.cookie_secure)
+    return LogoutResponse()
+
+
+@router.get("/auth/.well-known/jwks.json", response_class=Response, responses={200: JWK_SET})
+async def jwks(request: Request) -> Response:
+    """The public keys that verify Agora's tokens (never an HMAC secret)."""
+    body = orjson.dumps(request.app.state.tokens.keys.jwks())
+    return Response(
+        body,
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

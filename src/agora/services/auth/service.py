@@ -1,0 +1,181 @@
+"""Account and session decisions: who may register, log in, log out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agora.audit import Audit
+from agora.db import Database, utcnow
+from agora.errors import Conflict, Unauthorized
+from agora.passwords import PasswordHasher
+from agora.ports.pubsub import PubSub
+from agora.realtime.sessions import publish_notice, revoked_notice
+from agora.revocation import RevocationStore
+from agora.services.auth.models import User
+from agora.services.auth.repository import (
+    DuplicateUser,
+    EventSubject,
+    OutboxRepository,
+    UserRepository,
+)
+from agora.services.auth.schemas import RegisterRequest
+from agora.services.auth.throttle import LoginThrottle
+from agora.tokens import Identity, IssuedToken, TokenService
+
+INVALID_CREDENTIALS = "Invalid credentials"
+TAKEN = {"login": "Login already taken", "email": "Email already registered"}
+CONNECTED = "user.connected"
+DISCONNECTED = "user.disconnected"
+
+
+def event_body(event: str, user_id: int, subject: EventSubject) -> tuple[str, str]:
+    """The event's id and its JSON body, as DESIGN.md's event contract has it."""
+    event_id = str(uuid.uuid4())
+    body: dict[str, Any] = {"event": event, "user_id": str(user_id)}
+    if event == "connected":
+        body |= {"name": subject.name, "email": subject.email}
+    body |= {
+        "event_id": event_id,
+        "occurred_at": utcnow().isoformat().replace("+00:00", "Z"),
+        "seq": subject.seq,
+    }
+    return event_id, orjson.dumps(body).decode()
+
+
+class AuthService:
+    def __init__(
+        self,
+        db: Database,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        audit: Audit,
+        outbox_written: asyncio.Event | None = None,
+        *,
+        throttle: LoginThrottle,
+        revocations: RevocationStore,
+        sessions: PubSub | None = None,
+        key_prefix: str = "agora:",
+    ) -> None:
+        self.db = db
+        self.hasher = hasher
+        self.tokens = tokens
+        self.audit = audit
+        self.throttle = throttle
+        self.revocations = revocations
+        # Where logouts are announced to the socket instances (agora.realtime.sessions).
+        self.sessions = sessions
+        self.key_prefix = key_prefix
+        # Set after each committed outbox write: wakes the relay instead of its next poll.
+        self.outbox_written = outbox_written
+
+    async def register(self, request: RegisterRequest) -> User:
+        login_key, email_key = request.login.lower(), request.email.lower()
+        async with self.db.transaction() as session:
+            users = UserRepository(session)
+            taken = await users.taken_field(login_key, email_key)
+            if taken:
+                raise Conflict(TAKEN[taken])
+            user = User(
+                login=request.login,
+                login_key=login_key,
+                email=request.email,
+                email_key=email_key,
+                name=request.name,
+                password_hash=await self.hasher.hash(request.password),
+            )
+            try:
+                await users.add(user)
+            except DuplicateUser as exc:
+                raise Conflict(TAKEN[exc.field]) from None
+        await self.audit.record("auth.registered", user_id=str(user.id), login=user.login)
+        return user
+
+    async def login(self, login: str, password: str, ip: str | None) -> tuple[User, IssuedToken]:
+        # Counted before the lookup and the password: a refused attempt learns nothing,
+        # costs nothing, and a burst cannot slip in before its failures are counted.
+        await self.throttle.check(login, ip)
+        async with self.db.sessions() as session:
+            user = await UserRepository(session).by_login(login)
+        if not await self.hasher.verify(user.password_hash if user else None, password):
+            await self.audit.record("auth.login_failed", login=login[:64], ip=ip)
+            raise Unauthorized(INVALID_CREDENTIALS)
+        await self.throttle.succeeded(login, ip)
+        assert user is not None
+        # Hashing is slow: done before the transaction so no row lock waits on it.
+        new_hash = None
+        if self.hasher.needs_rehash(user.password_hash):
+            new_hash = await self.hasher.hash(password)
+        async with self.db.transaction() as session:
+            users = UserRepository(session)
+            if new_hash is not None:
+                await users.set_password_hash(user.id, new_hash)
+            written = await self._write_event(session, "connected", user.id)
+        if not written:  # deleted between the password check and now
+            await self.audit.record("auth.login_failed", login=login[:64], ip=ip)
+            raise Unauthorized(INVALID_CREDENTIALS)
+        self._wake_relay()
+        issued = self.tokens.issue_access(str(user.id), user.login)
+        await self.audit.record(
+            "auth.login", user_id=str(user.id), login=user.login, jti=issued.jti, ip=ip
+        )
+        return user, issued
+
+    async def logout(self, identity: Identity, ip: str | None, everywhere: bool = False) -> None:
+        """Revoke the token (or every token of the user), then announce the disconnect.
+
+        Revocation commits first: if the event write failed after it, the user would be
+        logged out without the event, never the reverse.
+        """
+        if everywhere:
+            await self.revocations.revoke_all(identity.user_id)
+        else:
+            await self.revocations.revoke(identity)
+        written = False
+        if identity.user_id.isdigit():
+            async with self.db.transaction() as session:
+                written = await self._write_event(session, "disconnected", int(identity.user_id))
+        if written:
+            self._wake_relay()
+        await self.audit.record(
+            "auth.logout_everywhere" if everywhere else "auth.logout",
+            user_id=identity.user_id,
+            jti=identity.jti,
+            ip=ip,
+        )
+        if self.sessions is not None:  # open sockets of this session close now
+            notice = revoked_notice(identity, everywhere)
+            await publish_notice(self.sessions, self.key_prefix, notice)
+
+    async def current(self, identity: Identity) -> User:
+        user = await self.get_user(identity.user_id)
+        if user is None:
+            raise Unauthorized("Unknown user")
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        if not user_id.isdigit():
+            return None
+        async with self.db.sessions() as session:
+            return await UserRepository(session).by_id(int(user_id))
+
+    async def _write_event(self, session: AsyncSession, event: str, user_id: int) -> bool:
+        """Queue a connected/disconnected event in the caller's transaction.
+
+        False when the user no longer exists (nothing is written).
+        """
+        subject = await UserRepository(session).next_event_seq(user_id)
+        if subject is None:
+            return False
+        event_id, payload = event_body(event, user_id, subject)
+        routing_key = CONNECTED if event == "connected" else DISCONNECTED
+        await OutboxRepository(session).add(event_id, routing_key, payload)
+        return True
+
+    def _wake_relay(self) -> None:
+        if self.outbox_written is not None:
+            self.outbox_written.set()

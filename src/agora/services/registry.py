@@ -1,0 +1,25 @@
+"""Which app each `agora serve SERVICE` runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agora.backends import Backends
+from agora.settings import Settings
+
+AppFactory = Callable[[Settings, Backends | None], Any]
+
+
+def service_factories() -> dict[str, AppFactory]:
+    from agora.embedded import create_embedded_app
+    from agora.services.auth.app import create_app as auth
+    from agora.services.publications.app import create_app as publications
+    from agora.services.social.app import create_app as social
+
+    return {
+        "all": create_embedded_app,
+        "auth": auth,
+        "publications": publications,
+        "social": social,
+    }

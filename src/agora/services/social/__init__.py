@@ -1,0 +1,1 @@
+"""The social service: one-time connect tickets and the social real-time socket."""

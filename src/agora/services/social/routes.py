@@ -1,0 +1,41 @@
+"""HTTP and WebSocket routes of the social service: translate, then call the socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+
+from agora.realtime.tickets import TicketService
+from agora.services.social.frames import SocialSocket
+from agora.web.guard import CurrentUser
+
+router = APIRouter()
+
+CONNECT_TOKEN = "/social/api/socials/connect-token"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, expired or revoked access token"}
+}
+
+
+@router.get(CONNECT_TOKEN, responses=ERRORS)
+@router.post(CONNECT_TOKEN, responses=ERRORS)
+async def connect_token(user: CurrentUser, request: Request) -> dict[str, object]:
+    """A one-time ticket (10 s) for `/social/api/socials/ws?token=...`."""
+    tickets: TicketService = request.app.state.tickets
+    issued = tickets.issue(user)
+    await request.app.state.audit.record(
+        "social.ticket_issued", user_id=user.user_id, jti=issued.jti, session=user.jti
+    )
+    return {"success": True, "token": issued.token}
+
+
+SOCKET = "/social/api/socials/ws"
+
+
+# Registered as a plain Starlette route by `create_app`, not with `@router.websocket`:
+# FastAPI's wrapper keeps exit stacks and scope copies alive for the socket's whole
+# life, about 4.8 KiB per idle socket (measured by bench.social_bench).
+async def social_socket(websocket: WebSocket) -> None:
+    socket: SocialSocket = websocket.app.state.social_socket
+    await socket.handle(websocket)
