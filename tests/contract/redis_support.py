@@ -1,0 +1,71 @@
+"""Helpers of the Redis-backed contract suites: namespace clean-up and a TCP proxy that
+plays a Redis going away (and coming back) for the client under test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+
+
+async def drop_namespace(url: str, namespace: str) -> None:
+    raw = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in raw.scan_iter(match=f"{namespace}*", count=500)]
+        if keys:
+            await raw.delete(*keys)
+    finally:
+        await raw.aclose()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(handle: Handler, port: int = 0) -> AsyncIterator[int]:
+    """A local TCP server on `port` (0: any); leaving drops every open connection."""
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writers.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", port)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in list(writers):
+            writer.transport.abort()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # let the handlers see the abort and end
+
+
+def forwarding_to(url: str) -> Handler:
+    """A TCP proxy to the real Redis: stopping it is Redis going away for the client."""
+    target = urlsplit(url)
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    return handle

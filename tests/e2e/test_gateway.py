@@ -1,0 +1,345 @@
+"""The gateway: nginx on deploy/nginx/agora.conf in front of separate `agora serve`
+processes (one auth, one publications, TWO social), on PostgreSQL, Redis and RabbitMQ.
+
+Every HTTP request below goes through nginx only; the socket tests also connect to each
+social instance directly, to pin two users to different instances and prove that chat
+and presence cross between them (Redis pub/sub), and that a ticket burned on one
+instance is refused on the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.conftest import PASSWORD, free_port, unique_login
+from tests.e2e.gateway import (
+    Gateway,
+    Socket,
+    load_render,
+    nginx_check,
+    start_instance,
+    ticket,
+)
+from tests.e2e.processes import (
+    Deployment,
+    bearer,
+    deployment,
+    login,
+    register,
+    require_rabbitmq,
+    require_redis,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+MAX_BODY = 1_048_576  # AGORA_MAX_BODY_BYTES and nginx's client_max_body_size 1m
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Gateway]]:
+    """auth, publications, social-a and social-b behind one nginx. The messaging
+    upstream points at a port nobody listens on (that service does not exist yet)."""
+    redis_url, amqp_url = require_redis(), require_rabbitmq()
+    root = tmp_path_factory.mktemp("e2e-gateway")
+    gateway = Gateway(root / "nginx", upstreams={})  # fails fast here without nginx
+    with deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services:
+        services.start("auth")
+        services.start("publications")
+        start_instance(services, "social-a", "social")
+        start_instance(services, "social-b", "social")
+        address = {name: f"127.0.0.1:{server.port}" for name, server in services.servers.items()}
+        gateway.upstreams = {
+            "auth": [address["auth"]],
+            "publications": [address["publications"]],
+            "social": [address["social-a"], address["social-b"]],
+            "messaging": [f"127.0.0.1:{free_port()}"],
+        }
+        gateway.start()
+        try:
+            yield services, gateway
+        finally:
+            gateway.stop()
+
+
+@pytest.fixture
+def services(deployed: tuple[Deployment, Gateway]) -> Deployment:
+    return deployed[0]
+
+
+@pytest.fixture
+def gateway(deployed: tuple[Deployment, Gateway]) -> Gateway:
+    return deployed[1]
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as http:
+        yield http
+
+
+def from_address(gateway: Gateway, source: str) -> httpx.AsyncClient:
+    """A client whose connections to nginx come from another loopback address: its own
+    client IP for nginx's login zone and for the app's throttles."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    return httpx.AsyncClient(base_url=gateway.base_url, timeout=10, transport=transport)
+
+
+def cookie_attributes(header: str) -> tuple[str, str, dict[str, str]]:
+    """`name=value; Attr=x; Flag` -> (name, value, {attr lowercased: value})."""
+    first, *rest = [part.strip() for part in header.split(";")]
+    name, _, value = first.partition("=")
+    attributes = {}
+    for part in rest:
+        key, _, attr_value = part.partition("=")
+        attributes[key.lower()] = attr_value
+    return name, value, attributes
+
+
+# --- the configuration itself ----------------------------------------------------------
+
+
+def test_rendering_changes_only_instances_and_listen(gateway: Gateway, tmp_path: Path) -> None:
+    render = load_render()
+    original = render.CONFIG.read_text().splitlines()
+    rendered = render.render("127.0.0.1:9999", gateway.upstreams).splitlines()
+    changed = [line.strip() for line in rendered if line not in original]
+    assert changed, "rendering changed nothing"
+    assert all(line.startswith(("server 127.0.0.1:", "listen 127.0.0.1:9999;")) for line in changed)
+    with pytest.raises(ValueError, match="upstreams"):  # every service's instances, or none
+        render.render("127.0.0.1:9999", {"auth": ["127.0.0.1:1"]})
+    # The production file, as is (port 80, its own instances; only the log elsewhere),
+    # is valid nginx.
+    production = tmp_path / "nginx.conf"
+    as_is = render.render(access_log=tmp_path / "access.log")
+    production.write_text(render.standalone(as_is, tmp_path))
+    checked = nginx_check(gateway.binary, production, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+# --- HTTP through nginx ------------------------------------------------------------------
+
+
+async def test_login_cookie_me_and_publications(
+    services: Deployment, client: httpx.AsyncClient
+) -> None:
+    user = await register(client, "gw")
+    response = await client.post(
+        "/auth/api/login", json={"login": user["login"], "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["token"]
+
+    # The cookie comes back through nginx with every attribute the service set.
+    cookies = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, value, attributes = cookie_attributes(header)
+        cookies[name] = (value, attributes)
+    value, attributes = cookies["auth_token"]
+    assert value == token
+    assert {"httponly", "secure", "path", "samesite", "max-age"} <= set(attributes)
+    assert (attributes["path"], attributes["samesite"].lower()) == ("/", "strict")
+    assert attributes["max-age"] == "3600"
+
+    me = await client.get("/auth/api/me", headers=bearer(token))
+    assert me.status_code == 200 and me.json()["id"] == user["id"], me.text
+    # The cookie reaches the service too (sent by hand: it is Secure, and this is http).
+    by_cookie = await client.get("/auth/api/me", headers={"Cookie": f"auth_token={token}"})
+    assert by_cookie.status_code == 200 and by_cookie.json()["id"] == user["id"]
+    assert (await client.get("/auth/api/me")).status_code == 401
+
+    # The `connected` event crosses RabbitMQ to the publications process.
+    async def listed() -> httpx.Response | None:
+        answer = await client.get("/api/publications", headers=bearer(token))
+        return answer if answer.status_code == 200 else None
+
+    listing = await wait_until(listed, timeout=15, what="GET /api/publications", logs=services.logs)
+    assert listing.json()["publications"] == []
+    created = await client.post(
+        "/api/publications", json={"title": "via nginx"}, headers=bearer(token)
+    )
+    assert created.status_code == 201, created.text
+    one = await client.get(f"/api/publications/{created.json()['id']}", headers=bearer(token))
+    assert one.status_code == 200 and one.json()["title"] == "via nginx"
+
+
+async def test_gateway_errors_are_json(client: httpx.AsyncClient) -> None:
+    unknown = await client.get("/nowhere")
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "Not found"})
+    # The messaging upstream has no instance running: nginx's 502, as JSON.
+    down = await client.get("/api/v1/conversations")
+    assert down.status_code == 502
+    assert down.headers["content-type"] == "application/json"
+    assert down.json() == {"error": "Service unavailable"}
+    # A service's own errors pass through untouched (not replaced by nginx's pages).
+    missing = await client.get("/auth/api/nothing-here")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_client_address_reaches_the_app(services: Deployment, gateway: Gateway) -> None:
+    """nginx sends X-Forwarded-For/X-Real-IP; uvicorn believes them from 127.0.0.1 (nginx),
+    so the service sees the client's address, not nginx's, nor a forged one."""
+    async with from_address(gateway, "127.0.0.2") as client:
+        user = await register(client, "gwip")
+        forged = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}
+        response = await client.post(
+            "/auth/api/login",
+            json={"login": user["login"], "password": PASSWORD},
+            headers=forged,
+        )
+        assert response.status_code == 200, response.text
+    rows = await services.fetch(
+        "SELECT data FROM audit_events WHERE event = 'auth.login' AND user_id = $1", user["id"]
+    )
+    assert [orjson.loads(row["data"])["ip"] for row in rows] == ["127.0.0.2"]
+
+
+async def test_body_over_the_limit_is_refused_by_nginx(
+    gateway: Gateway, client: httpx.AsyncClient
+) -> None:
+    # Exactly the limit passes nginx and reaches the service (which judges the login).
+    padding = MAX_BODY - len(orjson.dumps({"login": "x", "password": ""}))
+    at_limit = orjson.dumps({"login": "x", "password": "p" * padding})
+    assert len(at_limit) == MAX_BODY
+    headers = {"Content-Type": "application/json"}
+    answer = await client.post("/auth/api/register", content=at_limit, headers=headers)
+    assert answer.status_code in (400, 422), answer.text
+
+    over = await client.post("/auth/api/register", content=at_limit + b" ", headers=headers)
+    assert over.status_code == 413
+    assert over.json() == {"error": "Request body too large"}
+    assert "client intended to send too large body: 1048577 bytes" in gateway.error_log()
+
+
+async def test_login_burst_is_limited_by_nginx(gateway: Gateway) -> None:
+    """burst=10 at 1 r/s per client address: of 30 logins at once, 11 pass. From a
+    loopback address of its own, so that the other tests' logins are not limited."""
+    async with from_address(gateway, "127.0.0.3") as client:
+        attempts = [
+            client.post(path, json={"login": unique_login("burst"), "password": "wrong"})
+            for path in ("/auth/api/login", "/login")
+            for _ in range(15)
+        ]
+        answers = await asyncio.gather(*attempts)
+    limited = [a for a in answers if a.status_code == 429]
+    passed = [a for a in answers if a.status_code != 429]
+    # 1 + burst; a loaded machine may spread the arrivals over a refill or two.
+    assert 11 <= len(passed) <= 14, [a.status_code for a in answers]
+    assert {a.status_code for a in passed} == {401}  # the service said: wrong credentials
+    for answer in limited:
+        assert answer.json() == {"error": "Too many requests"}
+        assert answer.headers["retry-after"] == "1"
+    assert "limiting requests, excess" in gateway.error_log()
+
+
+# --- the social socket through nginx, and across instances -------------------------------
+
+
+async def logged_in(client: httpx.AsyncClient, prefix: str) -> tuple[dict[str, str], str]:
+    user = await register(client, prefix)
+    return user, await login(client, user)
+
+
+async def test_socket_through_nginx_welcome_echo_and_reuse(
+    services: Deployment, gateway: Gateway, client: httpx.AsyncClient
+) -> None:
+    user, token = await logged_in(client, "gwws")
+    one_time = await ticket(client, token)
+    async with await Socket.open(gateway.ws_url, one_time) as socket:
+        welcome = await socket.receive()
+        assert welcome == {
+            "type": "connected",
+            "userId": user["id"],
+            "login": user["login"],
+            "message": "Welcome to Social WebSocket!",
+        }
+        await socket.send({"type": "chat", "content": "Bonjour !"})
+        echo = await socket.receive_type("echo")
+        assert echo["content"] == "Bonjour !"
+
+        # The same ticket again, through nginx (either instance) and on each instance
+        # directly: burned once for all of them.
+        for base in (gateway.ws_url, *(services.url(f"social-{x}") for x in "ab")):
+            again = await Socket.open(base.replace("http://", "ws://"), one_time)
+            assert await again.refused() == ("Token already used", 4409, "Token already used")
+
+    # The ticket can also be had with the cookie alone, through nginx.
+    by_cookie = await client.get(
+        "/social/api/socials/connect-token", headers={"Cookie": f"auth_token={token}"}
+    )
+    assert by_cookie.status_code == 200 and by_cookie.json()["success"] is True
+    refused = await Socket.open(gateway.ws_url, None)
+    assert await refused.refused() == ("Token required", 4400, "Token required")
+    access_token = await Socket.open(gateway.ws_url, token)
+    assert (await access_token.refused())[:2] == ("Invalid token type", 4403)
+
+
+async def chat_and_presence(
+    client: httpx.AsyncClient, alice_base: str, bob_base: str, prefix: str
+) -> None:
+    """bob watches alice; alice comes online (join), they chat both ways (delivered +
+    ack), alice leaves (leave). alice's and bob's sockets open on the given bases."""
+    alice, alice_token = await logged_in(client, f"{prefix}a")
+    bob, bob_token = await logged_in(client, f"{prefix}b")
+
+    async with await Socket.open(bob_base, await ticket(client, bob_token)) as bob_socket:
+        assert (await bob_socket.receive())["type"] == "connected"
+        await bob_socket.send({"type": "presence.watch", "users": [alice["id"]]})
+        assert await bob_socket.receive_type("presence") == {"type": "presence", "online": []}
+
+        alice_socket = await Socket.open(alice_base, await ticket(client, alice_token))
+        assert (await alice_socket.receive())["type"] == "connected"
+        joined = await bob_socket.receive_type("presence.join")
+        assert joined["userId"] == alice["id"]
+        await alice_socket.send({"type": "presence.query", "users": [bob["id"]]})
+        assert await alice_socket.receive_type("presence") == {
+            "type": "presence",
+            "online": [bob["id"]],
+        }
+
+        await alice_socket.send({"type": "chat", "to": bob["id"], "content": "salut", "id": "c1"})
+        ack = await alice_socket.receive_type("ack")
+        delivered = await bob_socket.receive_type("chat")
+        assert (ack["to"], ack["clientId"]) == (bob["id"], "c1")
+        assert delivered["from"] == alice["id"] and delivered["fromLogin"] == alice["login"]
+        assert delivered["content"] == "salut" and delivered["id"] == ack["id"]
+
+        await bob_socket.send({"type": "chat", "to": int(alice["id"]), "content": "coucou"})
+        assert (await bob_socket.receive_type("ack"))["to"] == alice["id"]
+        assert (await alice_socket.receive_type("chat"))["content"] == "coucou"
+
+        await alice_socket.close()
+        left = await bob_socket.receive_type("presence.leave")
+        assert left["userId"] == alice["id"]
+
+
+async def test_chat_and_presence_across_two_instances(
+    services: Deployment, client: httpx.AsyncClient
+) -> None:
+    """alice on social-a, bob on social-b, each connected to its instance directly."""
+    instance_a = services.url("social-a").replace("http://", "ws://")
+    instance_b = services.url("social-b").replace("http://", "ws://")
+    await chat_and_presence(client, instance_a, instance_b, "gwx")
+
+
+async def test_chat_and_presence_through_nginx(
+    services: Deployment, gateway: Gateway, client: httpx.AsyncClient
+) -> None:
+    """The same flow with both sockets through nginx, which (least_conn) puts the second
+    socket on the instance without one: the two users are on different instances."""
+    since = len(gateway.access_log())
+    await chat_and_presence(client, gateway.ws_url, gateway.ws_url, "gwn")
+
+    async def both_logged() -> list[str] | None:
+        upstreams = gateway.socket_upstreams(since)
+        return upstreams if len(upstreams) == 2 else None
+
+    upstreams = await wait_until(both_logged, timeout=5, what="two sockets in nginx's log")
+    instances = {f"127.0.0.1:{services.servers[f'social-{x}'].port}" for x in "ab"}
+    assert set(upstreams) == instances
