@@ -6,11 +6,21 @@ import asyncio
 import contextlib
 from typing import Any
 
+# How often a cancel is repeated while the task has not finished.
+CANCEL_REPEAT = 0.1
+
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` and wait until it has finished, so nothing it does outlives its owner."""
+    """Cancel `task` and wait until it has finished, so nothing it does outlives its owner.
+
+    A single cancel is not enough: a library that catches it (a driver cleaning up a
+    connection, a timeout racing the cancel) lets the loop go on, and a shutdown waiting
+    on it would hang. The cancel is repeated until the task ends, as anyio's level
+    cancellation does."""
     if task is None:
         return
-    task.cancel()
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_REPEAT)
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -1,0 +1,49 @@
+"""cancel_and_wait stops a task even when something inside it swallows a cancel."""
+
+import asyncio
+
+import pytest
+
+from agora.tasks import cancel_and_wait
+
+
+async def test_a_task_that_swallows_one_cancel_still_stops() -> None:
+    swallowed = 0
+
+    async def stubborn_loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:  # as a driver cleaning up a connection might
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+
+    task = asyncio.create_task(stubborn_loop())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), timeout=2)
+    assert task.cancelled() and swallowed == 2
+
+
+async def test_an_error_raised_by_the_task_reaches_the_caller() -> None:
+    async def failing() -> None:
+        await asyncio.sleep(10)
+
+    async def broken() -> None:
+        try:
+            await failing()
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    task = asyncio.create_task(broken())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="cleanup failed"):
+        await cancel_and_wait(task)
+
+
+async def test_none_and_finished_tasks_are_fine() -> None:
+    await cancel_and_wait(None)
+    task = asyncio.create_task(asyncio.sleep(0))
+    await task
+    await cancel_and_wait(task)
