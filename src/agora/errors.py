@@ -33,3 +33,21 @@ class TooManyRequests(AgoraError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Invalid(AgoraError):
+    """A field the client sent breaks a rule: 422 with the field's message."""
+
+    status_code = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PayloadTooLarge(AgoraError):
+    status_code = 413
+
+
+class UnsupportedMediaType(AgoraError):
+    status_code = 415

@@ -124,6 +124,50 @@ class Settings(BaseSettings):
     realtime_block_max_seconds: float = Field(3600.0, gt=0)
     realtime_block_memory: float = Field(86400.0, gt=0)
 
+    # Messaging (docs/messaging.md). Limits are per hour, per user and per IP; going over
+    # blocks like the socket limits (realtime_block_*).
+    messaging_messages_per_hour: int = Field(1000, ge=1)
+    messaging_media_per_hour: int = Field(100, ge=1)
+    messaging_messages_per_ip_per_hour: int = Field(5000, ge=1)
+    messaging_media_per_ip_per_hour: int = Field(500, ge=1)
+    messaging_max_message_chars: int = Field(4000, ge=1, le=100_000)
+    messaging_group_max_members: int = Field(256, ge=2)
+    messaging_group_max_title_chars: int = Field(200, ge=1)
+    # A reconnecting device gets at most this many missed messages per conversation on
+    # the socket; beyond, `recovered: false` tells it to page over REST.
+    messaging_sync_max_messages: int = Field(1000, ge=1, le=10_000)
+    # Typing indicators stop by themselves this long after the last refresh.
+    messaging_typing_ttl: float = Field(5.0, gt=0, le=60)
+    messaging_connections_per_ip: int = Field(60, ge=1)
+    messaging_frames_per_minute: int = Field(600, ge=1)
+    # Media: stored on disk under media_dir (default <data_dir>/media), size cap, and the
+    # content types accepted (checked against the file's own first bytes too).
+    media_dir: Path | None = None
+    media_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    media_allowed_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+            "image/webp",
+            "video/mp4",
+            "audio/mpeg",
+            "audio/ogg",
+            "application/pdf",
+        ]
+    )
+    # Offline notifications: empty logs them (the embedded default); a URL gets each
+    # notification POSTed as JSON.
+    notify_url: str = ""
+    # gRPC: every process serves its services' gRPC API on this port (0: none). Messaging
+    # finds users through auth's UserService at users_grpc_target; empty means the
+    # UserService of this process (the embedded app, or a shared database).
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    users_grpc_target: str = ""
+    users_grpc_deadline: float = Field(2.0, gt=0)
+    users_grpc_retries: int = Field(3, ge=1, le=10)
+
     @model_validator(mode="after")
     def _check_realtime(self) -> Settings:
         if self.realtime_block_max_seconds < self.realtime_block_seconds:
@@ -148,7 +192,7 @@ class Settings(BaseSettings):
             raise ValueError("AGORA_LOGIN_BLOCK_MEMORY must be >= AGORA_LOGIN_BLOCK_MAX_SECONDS")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "media_allowed_types", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -178,6 +222,10 @@ class Settings(BaseSettings):
             if not self.cookie_secure:
                 raise ValueError("AGORA_COOKIE_SECURE=false is only allowed with AGORA_ENV=dev")
         return self
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return self.media_dir if self.media_dir is not None else self.data_dir / "media"
 
     @property
     def resolved_database_url(self) -> str:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from agora.errors import AgoraError, TooManyRequests, Unauthorized
+from agora.errors import AgoraError, Invalid, TooManyRequests, Unauthorized
 
 log = logging.getLogger("agora.web")
 
@@ -31,6 +31,8 @@ def _field_errors(exc: RequestValidationError) -> dict[str, str]:
 
 async def _agora_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgoraError)
+    if isinstance(exc, Invalid):
+        return error_response(422, "Validation failed", fields={exc.field: exc.message})
     response = error_response(exc.status_code, exc.message)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="agora", error="invalid_token"'

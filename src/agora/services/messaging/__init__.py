@@ -1,0 +1,1 @@
+"""Messaging: conversations, messages, channels, presence, typing, offline sync, gRPC."""
