@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# gRPC stubs: generated from protos/ into the git-ignored src/agora/grpc_gen.
+GRPC   := src/agora/grpc_gen/.generated
+PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: run test lint bench install clean
 
@@ -12,16 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(GRPC): $(STAMP) $(PROTOS)
+	$(BIN)/python -m agora.grpc.build
 
-run: $(STAMP)
+install: $(STAMP) $(GRPC)
+
+run: $(STAMP) $(GRPC)
 	$(BIN)/agora db upgrade
 	$(BIN)/agora serve
 
-test: $(STAMP)
+test: $(STAMP) $(GRPC)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) $(GRPC)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -30,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,8 @@ trap 'exit 130' INT TERM
 export AGORA_DATA_DIR="$DATA_DIR"
 export AGORA_ARGON2_TIME_COST=1 AGORA_ARGON2_MEMORY_COST=64 AGORA_ARGON2_PARALLELISM=1
 export AGORA_LOG_LEVEL=WARNING
+# No gRPC server: the collection is HTTP only, and 50051 may be taken by a dev server.
+export AGORA_GRPC_PORT=0
 unset AGORA_DATABASE_URL AGORA_REDIS_URL AGORA_AMQP_URL AGORA_ENV AGORA_PORT AGORA_HOST
 
 say "migrating the database (agora db upgrade)"

@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from agora.errors import AgoraError
+from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
 from agora.logs import configure_logging
 from agora.migrate import upgrade
 from agora.settings import Settings, load_settings
@@ -57,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     build_app(service, settings)  # fail fast on a bad name, before migrating or forking
     migrate_embedded(settings)
     os.environ[SERVICE_ENV] = service
+    # Several workers serve one gRPC port together; one alone refuses a port in use.
+    os.environ[GRPC_REUSE_PORT_ENV] = "1" if args.workers > 1 else "0"
     uvicorn.run(
         "agora.cli:app_factory",
         factory=True,
@@ -126,7 +129,8 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     migrate_embedded(settings)
 
     async def create() -> dict[str, str]:
-        app = create_app(settings)
+        # A one-off command, beside a server that may hold the gRPC port: no gRPC here.
+        app = create_app(settings.model_copy(update={"grpc_port": 0}))
         async with app.router.lifespan_context(app):
             user = await app.state.auth_service.register(request)
         return {"id": str(user.id), "login": user.login, "email": user.email, "name": user.name}

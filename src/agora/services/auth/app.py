@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from agora.adapters.outbox_relay import OutboxRelay
 from agora.backends import Backends
 from agora.passwords import PasswordHasher
+from agora.services.auth.grpc_api import user_service
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
@@ -33,6 +34,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         on_start=[start_relay],
         on_stop=[stop_relay],
     )
+    app.state.grpc_servicers = [user_service(app)]
     hasher = PasswordHasher(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
     )

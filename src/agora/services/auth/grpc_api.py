@@ -1,0 +1,83 @@
+"""Auth's gRPC UserService (protos/agora/auth/v1/users.proto): GetUser, BatchGetUsers.
+
+How other services (messaging) check that users exist and describe them. Any caller
+with a valid access token may look users up, as any logged-in user sees the members of
+their conversations; a user is only ever id, login and display name (never the email,
+never the password hash). Ids are the decimal account ids; anything else is simply not
+a user (NOT_FOUND / absent), never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from fastapi import FastAPI
+
+from agora.db import Database
+from agora.errors import Invalid, NotFound
+from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
+from agora.grpc.server import Registrar
+from agora.grpc.stubs import users_pb2, users_pb2_grpc
+from agora.services.auth.repository import UserRepository
+
+MAX_BATCH = 500
+_MAX_ID_DIGITS = 18  # beyond this it does not fit the id column: not a user
+
+
+def account_ids(raw_ids: Sequence[str]) -> list[int]:
+    """The ids that can be account ids, deduplicated, in order."""
+    ids: list[int] = []
+    for raw in dict.fromkeys(raw_ids):
+        if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_ID_DIGITS:
+            ids.append(int(raw))
+    return ids
+
+
+class UserServicer(users_pb2_grpc.UserServiceServicer):
+    SERVICE = "agora.auth.v1.UserService"
+
+    def __init__(self, database: Database, auth: GrpcAuthenticator) -> None:
+        self.database = database
+        self.auth = auth
+
+    async def _users(self, raw_ids: Sequence[str]) -> list[users_pb2.User]:
+        ids = account_ids(raw_ids)
+        if not ids:
+            return []
+        async with self.database.sessions() as session:
+            rows = await UserRepository(session).by_ids(ids)
+        by_id = {row.id: row for row in rows}
+        return [
+            users_pb2.User(id=str(i), login=by_id[i].login, name=by_id[i].name)
+            for i in ids
+            if i in by_id
+        ]
+
+    @authenticated_rpc
+    async def GetUser(self, request: users_pb2.GetUserRequest, caller: Caller) -> users_pb2.User:
+        found = await self._users([request.id])
+        if not found:
+            raise NotFound("User not found")
+        return found[0]
+
+    @authenticated_rpc
+    async def BatchGetUsers(
+        self, request: users_pb2.BatchGetUsersRequest, caller: Caller
+    ) -> users_pb2.BatchGetUsersResponse:
+        if len(request.ids) > MAX_BATCH:
+            raise Invalid("ids", f"At most {MAX_BATCH} ids per call")
+        return users_pb2.BatchGetUsersResponse(users=await self._users(list(request.ids)))
+
+
+def user_service(app: FastAPI) -> Registrar:
+    """Adds auth's UserService, verifying tokens with this app's guard."""
+
+    def register(server: grpc.aio.Server) -> None:
+        servicer = UserServicer(
+            app.state.backends.database,
+            GrpcAuthenticator(app.state.token_guard, app.state.audit),
+        )
+        users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+
+    return register
