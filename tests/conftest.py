@@ -49,6 +49,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "argon2_memory_cost": 64,
         "argon2_parallelism": 1,
         "log_level": "WARNING",
+        # No gRPC server unless a test starts one (on an ephemeral port): a fixed port
+        # would collide with a dev server or another run.
+        "grpc_port": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

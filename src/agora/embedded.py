@@ -16,7 +16,9 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from agora.backends import Backends
+from agora.grpc.server import GrpcServer, process_server, registrars_of
 from agora.services.auth.app import create_app as create_auth_app
+from agora.services.messaging.app import create_app as create_messaging_app
 from agora.services.publications.app import create_app as create_publications_app
 from agora.services.social.app import create_app as create_social_app
 from agora.settings import Settings
@@ -30,6 +32,7 @@ class EmbeddedApp:
         self.apps = list(apps)
         self.backends = backends
         self.owns_backends = owns_backends
+        self.grpc: GrpcServer | None = None  # the process's gRPC server, while running
         self.routes = sorted(
             ((prefix, app) for app in apps for prefix in app.state.path_prefixes),
             key=lambda item: len(item[0]),
@@ -55,6 +58,12 @@ class EmbeddedApp:
                 stack.push_async_callback(self.backends.close)
             for app in self.apps:
                 await stack.enter_async_context(app.router.lifespan_context(app))
+            # One gRPC server for the process, hosting every service's servicers; it
+            # stops first (the stack unwinds in reverse), before what they use.
+            self.grpc = process_server(self.apps[0].state.settings, registrars_of(self.apps))
+            if self.grpc is not None:
+                await self.grpc.start()
+                stack.push_async_callback(self.grpc.stop)
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,5 +100,6 @@ def create_embedded_app(settings: Settings, backends: Backends | None = None) ->
         create_auth_app(settings, shared),
         create_publications_app(settings, shared),
         create_social_app(settings, shared),
+        create_messaging_app(settings, shared),
     ]
     return EmbeddedApp(apps, shared, owns_backends=backends is None)

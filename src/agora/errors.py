@@ -51,3 +51,9 @@ class PayloadTooLarge(AgoraError):
 
 class UnsupportedMediaType(AgoraError):
     status_code = 415
+
+
+class ServiceUnavailable(AgoraError):
+    """A service this one depends on cannot be reached (e.g. auth's UserService)."""
+
+    status_code = 503

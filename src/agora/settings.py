@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     messaging_media_per_hour: int = Field(100, ge=1)
     messaging_messages_per_ip_per_hour: int = Field(5000, ge=1)
     messaging_media_per_ip_per_hour: int = Field(500, ge=1)
-    messaging_max_message_chars: int = Field(4000, ge=1, le=100_000)
+    messaging_max_message_chars: int = Field(4000, ge=1, le=64_000)
     messaging_group_max_members: int = Field(256, ge=2)
     messaging_group_max_title_chars: int = Field(200, ge=1)
     # A reconnecting device gets at most this many missed messages per conversation on
@@ -191,6 +191,13 @@ class Settings(BaseSettings):
         if self.login_block_memory < self.login_block_max_seconds:
             raise ValueError("AGORA_LOGIN_BLOCK_MEMORY must be >= AGORA_LOGIN_BLOCK_MAX_SECONDS")
         return self
+
+    @field_validator("notify_url")
+    @classmethod
+    def _check_notify_url(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("AGORA_NOTIFY_URL must be an http:// or https:// URL")
+        return url
 
     @field_validator("cors_origins", "media_allowed_types", mode="before")
     @classmethod

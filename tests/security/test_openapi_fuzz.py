@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import allow_header_conformance, positive
 from agora.embedded import EmbeddedApp, create_embedded_app
 from agora.migrate import upgrade
 from agora.services.auth.app import create_app as create_auth_app
+from agora.services.messaging.app import create_app as create_messaging_app
 from agora.services.publications.app import create_app as create_publications_app
 from agora.services.social.app import create_app as create_social_app
 from agora.tokens import TokenService
@@ -61,7 +62,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     app = create_embedded_app(make_settings(data_dir, database_url=url))
     # schemathesis runs the app (lifespan included) on an event loop thread of its own.
     with asgi.get_client(cast(Any, app)) as client:
-        users = {s: _user(client, s) for s in ("auth", "publications", "social")}
+        users = {s: _user(client, s) for s in ("auth", "publications", "social", "messaging")}
         fuzzed = Fuzzed(app, users)
         for _ in range(200):  # until the publications service has seen the login event
             if client.get("/api/publications", headers=fuzzed.bearer("publications")).ok:
@@ -89,6 +90,7 @@ def openapi_schema(create_app: Any) -> Any:
 auth = openapi_schema(create_auth_app)
 publications = openapi_schema(create_publications_app)
 social = openapi_schema(create_social_app)  # its socket is no OpenAPI operation
+messaging = openapi_schema(create_messaging_app)
 BOUNDED = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
@@ -105,10 +107,17 @@ BOUNDED = settings(
 #   `next_cursor` values are valid), so a schema-valid string may rightly get a 400.
 # - positive_data_acceptance on register: email-validator refuses special-use domains
 #   (RFC 6761: `.test`, `.invalid`, `localhost`...) that JSON Schema's "email" allows.
+# - positive_data_acceptance on messaging: what makes these valid is not in any schema:
+#   an upload's first bytes must match its type, members must be existing users, the
+#   conversation cursor is opaque, `before` and `after` cannot be combined.
 ALWAYS_EXCLUDED = [allow_header_conformance]
 EXCLUDED = {
     "GET /api/publications": [positive_data_acceptance],
     "POST /auth/api/register": [positive_data_acceptance],
+    "POST /api/v1/media": [positive_data_acceptance],
+    "POST /api/v1/conversations": [positive_data_acceptance],
+    "GET /api/v1/conversations": [positive_data_acceptance],
+    "GET /api/v1/conversations/{conversation_id}/messages": [positive_data_acceptance],
 }
 
 
@@ -134,3 +143,9 @@ def test_publications_api(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
 @BOUNDED
 def test_social_api(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
     call_and_validate(case, fuzzed, "social")
+
+
+@messaging.parametrize()
+@BOUNDED
+def test_messaging_api(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
+    call_and_validate(case, fuzzed, "messaging")

@@ -155,3 +155,14 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     with pytest.raises(ValidationError):
         settings.env = "prod"
+
+
+def test_messaging_settings_are_checked_at_start(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, media_allowed_types="image/png, image/gif")
+    assert settings.media_allowed_types == ["image/png", "image/gif"]
+    assert settings.resolved_media_dir == tmp_path / "media"
+    assert Settings(notify_url="https://push.example.com/hook").notify_url
+    with pytest.raises(ValidationError, match="AGORA_NOTIFY_URL"):
+        Settings(notify_url="ftp://push.example.com/hook")
+    with pytest.raises(ValidationError):
+        Settings(messaging_max_message_chars=0)

@@ -31,6 +31,9 @@ log = logging.getLogger("agora.realtime.presence")
 
 RECHECK_BATCH = 500
 
+# (kind "join" | "leave", the user whose state changed, the watching user) -> the frame.
+WatcherFrame = Callable[[str, str, str], str]
+
 
 def presence_frame(kind: str, user_id: str) -> str:
     return orjson.dumps({"type": f"presence.{kind}", "userId": user_id}).decode()
@@ -46,13 +49,18 @@ class PresenceTracker:
         channel_prefix: str,
         ttl: float,
         recheck_interval: float,
+        watcher_frame: WatcherFrame | None = None,
     ) -> None:
+        """`watcher_frame` builds the frames of a protocol whose frames name the watcher
+        (messaging's `user:<id>` topic), once per watching user; by default every
+        watcher gets social's `presence_frame`."""
         self.presence = presence
         self.router = router
         self.hub = hub
         self.prefix = channel_prefix
         self.ttl = ttl
         self.recheck_interval = recheck_interval
+        self.watcher_frame = watcher_frame
         self.watchers: dict[str, set[Connection]] = {}
         self.known: dict[str, bool] = {}  # last state forwarded, per watched user
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,9 +163,17 @@ class PresenceTracker:
         if not watchers or self.known.get(user_id) is online:
             return
         self.known[user_id] = online
-        frame = presence_frame("join" if online else "leave", user_id)
+        kind = "join" if online else "leave"
+        if self.watcher_frame is None:
+            frame = presence_frame(kind, user_id)
+            for conn in tuple(watchers):
+                conn.send(frame)
+            return
+        frames: dict[str, str] = {}  # watching user -> frame
         for conn in tuple(watchers):
-            conn.send(frame)
+            if conn.user_id not in frames:
+                frames[conn.user_id] = self.watcher_frame(kind, user_id, conn.user_id)
+            conn.send(frames[conn.user_id])
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

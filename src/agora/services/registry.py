@@ -14,6 +14,7 @@ AppFactory = Callable[[Settings, Backends | None], Any]
 def service_factories() -> dict[str, AppFactory]:
     from agora.embedded import create_embedded_app
     from agora.services.auth.app import create_app as auth
+    from agora.services.messaging.app import create_app as messaging
     from agora.services.publications.app import create_app as publications
     from agora.services.social.app import create_app as social
 
@@ -22,4 +23,5 @@ def service_factories() -> dict[str, AppFactory]:
         "auth": auth,
         "publications": publications,
         "social": social,
+        "messaging": messaging,
     }

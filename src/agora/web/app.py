@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from agora.audit import Audit
 from agora.audit_store import database_sink
 from agora.backends import Backends
+from agora.grpc.server import process_server, registrars_of
 from agora.keyring import KeyRefresher, initial_keyset
 from agora.revocation import RevocationStore
 from agora.settings import Settings
@@ -42,11 +43,13 @@ def build_service_app(
     audit: Audit | None = None,
     on_start: Sequence[Hook] = (),
     on_stop: Sequence[Hook] = (),
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """A FastAPI app for one service.
 
     `path_prefixes` are the public paths the service answers; the embedded app and
     nginx route on them. When `backends` is None the app builds and owns its own.
+    `body_limits`: exact paths whose request body may exceed `max_body_bytes` (uploads).
     """
     owned = backends is None
     resolved = backends or Backends.from_settings(settings)
@@ -67,9 +70,17 @@ def build_service_app(
         await revocations.start()
         for hook in on_start:
             await hook()
+        # Run as its own process, the service serves its gRPC servicers (if it declared
+        # any in `app.state.grpc_servicers`) itself; in the embedded app, the embedded
+        # app's one gRPC server hosts every service's.
+        grpc_server = process_server(settings, registrars_of([_app])) if owned else None
+        if grpc_server is not None:
+            await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             for hook in reversed(on_stop):
                 await hook()
             await revocations.stop()
@@ -94,7 +105,7 @@ def build_service_app(
     app.state.revocations = revocations
     app.state.token_guard = TokenGuard(tokens, service_audit, revocations, keys.refresh)
     install_error_handlers(app)
-    install_http_policy(app, settings)
+    install_http_policy(app, settings, body_limits)
     for router in routers:
         app.include_router(router)
     return app

@@ -7,7 +7,7 @@ a header list built once at start plus a few set lookups.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -148,25 +148,32 @@ class BodyLimitMiddleware:
     500) is replaced with the 413. Starlette's own `max_body_size` is not used: it
     answers in plain text, and only signals by that exception, which a route's broad
     `except` turns into its own error.
+
+    `path_limits` gives exact paths a limit of their own (an upload route); every other
+    path keeps `max_bytes`.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         length, chunked = _framing(scope["headers"])
-        if length is not None and length > self.max_bytes:
+        if length is not None and length > limit:
             await _reply_too_large(scope, receive, send)
         elif length is not None or (not chunked and scope.get("http_version", "1.1") in HTTP1):
             # HTTP/1 delivers exactly the declared length, or no body at all without
             # Transfer-Encoding (RFC 9112, 6.3): nothing to count, a GET costs nothing.
             await self.app(scope, receive, send)
         else:
-            await _CountedBody(self.app, self.max_bytes, scope, receive, send).run()
+            await _CountedBody(self.app, limit, scope, receive, send).run()
 
 
 class _CountedBody:
@@ -234,13 +241,18 @@ def _framing(headers: Sequence[Header]) -> tuple[int | None, bool]:
     return (None if chunked else length), chunked
 
 
-def install_http_policy(app: Starlette, settings: Settings) -> None:
+def install_http_policy(
+    app: Starlette, settings: Settings, body_limits: Mapping[str, int] | None = None
+) -> None:
     """The body limit, and CORS when origins are set, as the app's own middleware.
 
     CORS goes outside the limit so a browser may read a 413. Without origins there is
     no CORS middleware at all: no Access-Control-* header, a preflight gets a 405.
+    `body_limits`: exact paths with a body limit of their own (uploads).
     """
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

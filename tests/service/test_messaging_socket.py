@@ -1,0 +1,469 @@
+"""The messaging socket on a real uvicorn server with real `websockets` clients (DESIGN.md
+point 6, docs/messaging.md §3): welcome and refusals, replies with their ref,
+joins of `user:` and `conversation:` topics, sending like REST, typing, presence,
+catch-up on reconnect, removed members."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.e2e.messaging_client import Device, ReplyError
+from tests.service.social_harness import (
+    Client,
+    Server,
+    closed_with,
+    receive,
+    send,
+    social_settings,
+    start,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+SOCKET_PATH = "/socket/websocket"
+WELCOME = "Welcome to Messaging WebSocket!"
+
+
+def messaging_settings(tmp_path: Path, **overrides: object) -> Any:
+    values: dict[str, object] = {"messaging_typing_ttl": 0.5, "messaging_sync_max_messages": 5}
+    values.update(overrides)
+    return social_settings(tmp_path, **values)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with start(messaging_settings(tmp_path)) as running:
+        yield running
+
+
+# --- helpers shared with test_messaging_instances.py ------------------------------------------
+
+
+def ws_base(base_url: str) -> str:
+    return base_url.replace("http://", "ws://")
+
+
+async def open_device(client: Client, base_url: str | None = None, name: str = "") -> Device:
+    """A socket on `base_url` (default: the client's server) with a ticket from the
+    client's server: tickets are the social service's, good on any messaging instance."""
+    ticket = await client.ticket()
+    return await Device.open(ws_base(base_url or client.base_url), ticket, name or client.login)
+
+
+async def rest(
+    client: Client, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
+) -> Any:
+    response = await client.http.request(
+        method,
+        f"{kw.get('base_url') or client.base_url}/api/v1{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {client.token}"},
+    )
+    assert response.status_code == kw.get("status", response.status_code), response.text
+    return response.json()
+
+
+async def direct(alice: Client, bob: Client) -> str:
+    body = await rest(alice, "POST", "/conversations", {"kind": "direct", "user_id": bob.user_id})
+    return str(body["id"])
+
+
+async def group(owner: Client, *members: Client) -> str:
+    body = await rest(
+        owner,
+        "POST",
+        "/conversations",
+        {"kind": "group", "title": "team", "members": [m.user_id for m in members]},
+        status=201,
+    )
+    return str(body["id"])
+
+
+async def rest_send(client: Client, conversation_id: str, client_id: str, text: str) -> Any:
+    return await rest(
+        client,
+        "POST",
+        f"/conversations/{conversation_id}/messages",
+        {"client_id": client_id, "text": text},
+    )
+
+
+async def error_of(device: Device, topic: str, event: str, payload: dict[str, Any]) -> Any:
+    with pytest.raises(ReplyError) as refused:
+        await device.request(topic, event, payload)
+    return refused.value.response
+
+
+def topic(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+# --- connecting --------------------------------------------------------------------------------
+
+
+async def test_welcome_is_a_phoenix_push(server: Server) -> None:
+    alice = await server.user()
+    device = await open_device(alice)
+    assert device.welcome == {
+        "topic": "phoenix",
+        "event": "connected",
+        "payload": {"user_id": alice.user_id, "login": alice.login, "message": WELCOME},
+        "ref": None,
+    }
+    await device.close()
+
+
+async def test_refusals_are_the_social_sockets(server: Server) -> None:
+    alice = await server.user()
+    url = ws_base(server.base_url) + SOCKET_PATH
+    async with connect(url) as ws:
+        assert await receive(ws) == {"type": "error", "message": "Token required"}
+        assert (await closed_with(ws))[0] == 4400
+    async with connect(f"{url}?token={alice.token}") as ws:  # an access token, not a ticket
+        assert await receive(ws) == {"type": "error", "message": "Invalid token type"}
+        assert (await closed_with(ws))[0] == 4403
+    # One ticket opens one socket, social or messaging.
+    ticket = await alice.ticket()
+    social = await connect(ws_base(server.base_url) + f"/social/api/socials/ws?token={ticket}")
+    assert (await receive(social))["type"] == "connected"
+    async with connect(f"{url}?token={ticket}") as ws:
+        assert await receive(ws) == {"type": "error", "message": "Token already used"}
+        assert (await closed_with(ws))[0] == 4409
+    await social.close()
+    assert await server.audit_events("messaging.ticket_reused")
+
+
+# --- frames and replies ------------------------------------------------------------------------
+
+
+async def test_every_reply_carries_its_ref(server: Server) -> None:
+    alice = await server.user()
+    device = await open_device(alice)
+    ref = await device.push("phoenix", "heartbeat", {})
+    assert await device.reply(ref) == {
+        "topic": "phoenix",
+        "event": "phx_reply",
+        "payload": {"status": "ok", "response": {}},
+        "ref": ref,
+    }
+    ref = await device.push("phoenix", "dance", {})
+    assert await device.reply(ref) == {
+        "topic": "phoenix",
+        "event": "phx_reply",
+        "payload": {"status": "error", "response": {"reason": "Unknown event", "status": 400}},
+        "ref": ref,
+    }
+    assert await error_of(device, "lobby:1", "phx_join", {}) == {
+        "reason": "Unknown topic",
+        "status": 400,
+    }
+    await device.close()
+
+
+async def test_bad_frames_get_error_replies_and_the_socket_stays(server: Server) -> None:
+    alice = await server.user()
+    url = f"{ws_base(server.base_url)}{SOCKET_PATH}?token={await alice.ticket()}"
+    async with connect(url) as ws:
+        assert (await receive(ws))["event"] == "connected"
+        cases = [
+            ("not json", None, "Invalid JSON"),
+            ("[1, 2]", None, "A frame is a JSON object"),
+            ('{"topic": 5, "event": "heartbeat", "ref": "r3"}', "r3", "Invalid topic"),
+            ('{"topic": "phoenix", "event": "", "ref": 4}', 4, "Invalid event"),
+            (
+                '{"topic": "phoenix", "event": "heartbeat", "payload": [], "ref": "r5"}',
+                "r5",
+                "payload must be an object",
+            ),
+            (
+                '{"topic": "phoenix", "event": "heartbeat", "ref": {"a": 1}}',
+                None,
+                "ref must be a string of at most 64 characters or a number",
+            ),
+        ]
+        for raw, ref, reason in cases:
+            await ws.send(raw)
+            assert await receive(ws) == {
+                "topic": "phoenix",
+                "event": "phx_reply",
+                "payload": {"status": "error", "response": {"reason": reason, "status": 400}},
+                "ref": ref,
+            }, raw
+        await send(ws, {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "ok"})
+        assert (await receive(ws))["payload"]["status"] == "ok"
+
+
+# --- topics ------------------------------------------------------------------------------------
+
+
+async def test_only_ones_own_user_topic_and_members_conversations(server: Server) -> None:
+    alice, bob, mallory = await server.user(), await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    device = await open_device(mallory)
+    assert await error_of(device, f"user:{alice.user_id}", "phx_join", {}) == {
+        "reason": "Not your topic",
+        "status": 403,
+    }
+    not_found = {"reason": "Conversation not found", "status": 404}
+    assert await error_of(device, topic(conversation_id), "phx_join", {}) == not_found
+    assert await error_of(device, "conversation:../../etc", "phx_join", {}) == not_found
+    assert await error_of(device, topic(conversation_id), "typing:start", {}) == {
+        "reason": "Join the topic first",
+        "status": 400,
+    }
+    refused = await server.audit_events("messaging.join_refused")
+    assert {(e["reason"], e["user_id"]) for e in refused} == {
+        ("not_own_user_topic", mallory.user_id),
+        ("not_a_member", mallory.user_id),
+    }
+    await device.close()
+
+
+# --- sending, like REST ----------------------------------------------------------------------
+
+
+async def joined_device(
+    client: Client, *conversation_ids: str, base_url: str | None = None
+) -> Device:
+    device = await open_device(client, base_url)
+    await device.join(f"user:{client.user_id}")
+    await device.expect("presence_state", topic=f"user:{client.user_id}")
+    for conversation_id in conversation_ids:
+        await device.join(topic(conversation_id))
+        await device.expect("presence_state", topic=topic(conversation_id))
+    return device
+
+
+async def test_send_edit_delete_read_reach_every_device_and_send_is_idempotent(
+    server: Server,
+) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    alice_phone = await joined_device(alice, conversation_id)
+    alice_laptop = await joined_device(alice)  # the user topic only: still gets events
+    bob_phone = await joined_device(bob)
+    everyone = (alice_phone, alice_laptop, bob_phone)
+
+    sent = await alice_phone.request(
+        topic(conversation_id), "message:send", {"client_id": "c-1", "text": "<b>salut</b>"}
+    )
+    message = sent["message"]
+    assert sent["created"] is True and message["seq"] == 1 and "<b>" not in message["text"]
+    for device in everyone:
+        pushed = await device.expect(
+            "message:new", topic=f"user:{device.welcome['payload']['user_id']}"
+        )
+        assert pushed["payload"] == message and pushed["ref"] is None
+    # The same client id again, over the socket then over REST: the same message.
+    again = await alice_phone.request(
+        topic(conversation_id), "message:send", {"client_id": "c-1", "text": "<b>salut</b>"}
+    )
+    assert again == {"message": message, "created": False}
+    replay = await rest_send(alice, conversation_id, "c-1", "<b>salut</b>")
+    assert replay["message"]["id"] == message["id"] and replay["created"] is False
+    for device in everyone:
+        await device.expect_none("message:new", within=0.3)
+
+    edited = await alice_phone.request(
+        topic(conversation_id), "message:edit", {"message_id": message["id"], "text": "hello"}
+    )
+    assert edited["message"]["text"] == "hello"
+    deleted = await alice_phone.request(
+        topic(conversation_id), "message:delete", {"message_id": message["id"]}
+    )
+    assert deleted["message"]["deleted"] is True
+    await bob_phone.join(topic(conversation_id))
+    receipt = await bob_phone.request(topic(conversation_id), "read", {"seq": 1})
+    assert receipt == {
+        "conversation_id": conversation_id,
+        "user_id": bob.user_id,
+        "read_seq": 1,
+        "unread": 0,
+    }
+    for device in everyone:
+        assert (await device.expect("message:updated"))["payload"] == edited["message"]
+        assert (await device.expect("message:deleted"))["payload"] == deleted["message"]
+        assert (await device.expect("receipt"))["payload"] == receipt
+    for device in everyone:
+        await device.close()
+
+
+async def test_socket_errors_are_the_rest_errors(server: Server) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    device = await joined_device(alice, conversation_id)
+    conv = topic(conversation_id)
+    assert await error_of(device, conv, "message:send", {"text": "hi"}) == {
+        "reason": "Validation failed",
+        "status": 422,
+        "fields": {"client_id": "client_id must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"},
+    }
+    assert (await error_of(device, conv, "message:send", {"client_id": "x"}))["status"] == 422
+    too_long = {"client_id": "long", "text": "x" * 5000}
+    assert (await error_of(device, conv, "message:send", too_long))["fields"].keys() == {"text"}
+    assert (await error_of(device, conv, "read", {"seq": -1}))["fields"].keys() == {"seq"}
+    assert (await error_of(device, conv, "read", {}))["fields"] == {"seq": "seq is required"}
+    missing = {"message_id": "f" * 32, "text": "x"}
+    assert (await error_of(device, conv, "message:edit", missing))["status"] == 404
+    sent = await rest_send(bob, conversation_id, "b-1", "mine")
+    not_yours = {"message_id": sent["message"]["id"], "text": "x"}
+    assert (await error_of(device, conv, "message:edit", not_yours))["status"] == 403
+    await device.close()
+
+
+async def test_the_message_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    async with start(messaging_settings(tmp_path, messaging_messages_per_hour=2)) as server:
+        alice, bob = await server.user(), await server.user()
+        conversation_id = await direct(alice, bob)
+        device = await joined_device(alice, conversation_id)
+        for n in range(2):
+            await device.request(
+                topic(conversation_id), "message:send", {"client_id": f"c{n}", "text": "hi"}
+            )
+        refused = await error_of(
+            device, topic(conversation_id), "message:send", {"client_id": "c9", "text": "hi"}
+        )
+        assert refused["status"] == 429 and refused["retry_after"] > 0
+        await device.close()
+
+
+# --- typing and presence ---------------------------------------------------------------------
+
+
+async def test_typing_reaches_the_others_and_stops_by_itself(server: Server) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    conv = topic(conversation_id)
+    alice_phone = await joined_device(alice, conversation_id)
+    alice_laptop = await joined_device(alice, conversation_id)
+    bob_phone = await joined_device(bob, conversation_id)
+    assert await alice_phone.request(conv, "typing:start", {}) == {}
+    typing = await bob_phone.expect("typing", topic=conv)
+    payload = {"conversation_id": conversation_id, "user_id": alice.user_id, "typing": True}
+    assert typing["payload"] == payload
+    # Nothing to the typist's own devices; the stop comes by itself after the TTL (0.5 s).
+    stopped = await bob_phone.expect("typing", topic=conv, timeout=2)
+    assert stopped["payload"] == {**payload, "typing": False}
+    await alice_laptop.expect_none("typing", within=0.1)
+    # An explicit stop, once.
+    await alice_phone.request(conv, "typing:start", {})
+    await alice_phone.request(conv, "typing:stop", {})
+    assert [
+        f["payload"]["typing"]
+        for f in [await bob_phone.expect("typing"), await bob_phone.expect("typing")]
+    ] == [True, False]
+    await bob_phone.expect_none("typing", within=0.8)
+    for device in (alice_phone, alice_laptop, bob_phone):
+        await device.close()
+
+
+async def test_presence_in_a_conversation_and_of_contacts(server: Server) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    conv = topic(conversation_id)
+    alice_phone = await open_device(alice)
+    await alice_phone.join(f"user:{alice.user_id}")
+    contacts = await alice_phone.expect("presence_state", topic=f"user:{alice.user_id}")
+    assert contacts["payload"] == {"online": []}
+    await alice_phone.join(conv)
+    state = await alice_phone.expect("presence_state", topic=conv)
+    assert state["payload"] == {"online": [alice.user_id]}
+
+    bob_phone = await open_device(bob)  # connected: online for alice's user topic
+    joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
+    assert joined["payload"] == {"joins": [bob.user_id], "leaves": []}
+    await bob_phone.join(conv)
+    assert (await bob_phone.expect("presence_state", topic=conv))["payload"] == {
+        "online": sorted([alice.user_id, bob.user_id])
+    }
+    diff = await alice_phone.expect("presence_diff", topic=conv)
+    assert diff["payload"] == {"joins": [bob.user_id], "leaves": []}
+    bob_laptop = await open_device(bob)
+    await bob_laptop.join(conv)  # a second device: no diff
+    await bob_phone.leave(conv)
+    await alice_phone.expect_none("presence_diff", topic=conv, within=0.3)
+    await bob_laptop.close()
+    diff = await alice_phone.expect("presence_diff", topic=conv)
+    assert diff["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    await bob_phone.close()
+    left = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
+    assert left["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    await alice_phone.close()
+
+
+# --- catching up -------------------------------------------------------------------------------
+
+
+async def test_reconnect_gets_exactly_what_it_missed(server: Server) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    first = await rest_send(alice, conversation_id, "m1", "one")
+    missed = [
+        (await rest_send(alice, conversation_id, f"m{n}", f"#{n}"))["message"] for n in (2, 3, 4)
+    ]
+    # An edit of an older message, seen by a device that also sends its last version.
+    edited = await rest(
+        alice,
+        "PATCH",
+        f"/conversations/{conversation_id}/messages/{first['message']['id']}",
+        {"text": "uno"},
+    )
+    device = await open_device(bob)
+    catchup = await device.join(
+        topic(conversation_id), {"last_seq": 1, "last_version": first["message"]["version"]}
+    )
+    assert catchup["recovered"] is True
+    assert [m["id"] for m in catchup["messages"]] == [m["id"] for m in missed] + [edited["id"]]
+    assert catchup["last_seq"] == 4 and catchup["unread"] == 4
+    # On the user topic: several conversations at once, with unread counts.
+    other = await group(alice, bob)
+    await rest_send(alice, other, "g1", "hey")
+    reply = await device.join(
+        f"user:{bob.user_id}",
+        {
+            "conversations": {
+                conversation_id: {"last_seq": 4},
+                other: {"last_seq": 0},
+                "f" * 32: {"last_seq": 0},
+            }
+        },
+    )
+    assert reply["conversations"][conversation_id]["messages"] == []
+    assert [m["text"] for m in reply["conversations"][other]["messages"]] == ["hey"]
+    assert reply["unread"] == {conversation_id: 4, other: 1}
+    assert reply["errors"] == {"f" * 32: {"reason": "Conversation not found", "status": 404}}
+    await device.close()
+
+
+async def test_too_large_a_gap_is_not_recovered(server: Server) -> None:
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    for n in range(7):  # messaging_sync_max_messages is 5
+        await rest_send(alice, conversation_id, f"m{n}", f"#{n}")
+    device = await open_device(bob)
+    catchup = await device.join(topic(conversation_id), {"last_seq": 0})
+    assert catchup["recovered"] is False and catchup["messages"] == []
+    assert catchup["hint"] == f"GET /api/v1/conversations/{conversation_id}/messages"
+    assert (await device.join(topic(conversation_id), {"last_seq": 3}))["recovered"] is True
+    bad = await error_of(device, topic(conversation_id), "phx_join", {"last_seq": "x"})
+    assert bad["fields"].keys() == {"last_seq"}
+    await device.close()
+
+
+async def test_a_removed_member_is_taken_out_of_the_topic(server: Server) -> None:
+    alice, bob, carol = await server.user(), await server.user(), await server.user()
+    conversation_id = await group(alice, bob, carol)
+    bob_phone = await joined_device(bob, conversation_id)
+    await rest(alice, "DELETE", f"/conversations/{conversation_id}/members/{bob.user_id}")
+    closed = await bob_phone.expect("phx_close", topic=topic(conversation_id))
+    assert closed["payload"] == {"reason": "removed"}
+    updated = await bob_phone.expect("conversation:updated")
+    assert bob.user_id not in updated["payload"]["members"]
+    assert (await error_of(bob_phone, topic(conversation_id), "typing:start", {}))["status"] == 400
+    assert (await error_of(bob_phone, topic(conversation_id), "phx_join", {}))["status"] == 404
+    await bob_phone.close()

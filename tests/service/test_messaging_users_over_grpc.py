@@ -1,0 +1,92 @@
+"""Messaging finding its members through auth's gRPC UserService (`AGORA_USERS_GRPC_TARGET`),
+as a deployment with separate processes does: the embedded app's own gRPC server on a
+free port is the target, and the REST calls that check or describe members go through
+it with the caller's token. With auth unreachable, they answer 503 with a clear error,
+within the configured deadline x retries."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from agora.embedded import EmbeddedApp, create_embedded_app
+from agora.services.messaging.users import UNAVAILABLE_MESSAGE, GrpcUserDirectory
+from tests.conftest import make_settings, register_and_login
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def agora(
+    tmp_path: Path, database_url: str, **overrides: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedApp]]:
+    app = create_embedded_app(make_settings(tmp_path, database_url=database_url, **overrides))
+    async with app.running():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield http, app
+
+
+async def test_members_are_checked_and_described_over_grpc(
+    tmp_path: Path, database_url: str
+) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    async with agora(tmp_path, database_url, grpc_port=port, users_grpc_target=target) as (
+        http,
+        app,
+    ):
+        messaging = next(a for a in app.apps if a.state.name == "messaging")
+        assert isinstance(messaging.state.messaging.users, GrpcUserDirectory)
+        alice, alice_token = await register_and_login(http)
+        bob, _ = await register_and_login(http)
+        headers = {"Authorization": f"Bearer {alice_token}"}
+        created = await http.post(
+            "/api/v1/conversations",
+            json={"kind": "direct", "user_id": str(bob["id"])},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        unknown = await http.post(
+            "/api/v1/conversations", json={"kind": "direct", "user_id": "987654"}, headers=headers
+        )
+        assert unknown.status_code == 422, unknown.text
+        described = await http.get(f"/api/v1/conversations/{created.json()['id']}", headers=headers)
+        assert described.status_code == 200, described.text
+        logins = {user["login"] for user in described.json()["users"]}
+        assert logins == {alice["login"], bob["login"]}
+        assert "email" not in described.text
+
+
+async def test_auth_down_is_a_clear_503_within_the_deadline(
+    tmp_path: Path, database_url: str
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    async with agora(
+        tmp_path,
+        database_url,
+        users_grpc_target=dead,
+        users_grpc_deadline=0.3,
+        users_grpc_retries=2,
+    ) as (http, _app):
+        _, token = await register_and_login(http)
+        bob, _ = await register_and_login(http)
+        started = time.monotonic()
+        response = await http.post(
+            "/api/v1/conversations",
+            json={"kind": "direct", "user_id": str(bob["id"])},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == UNAVAILABLE_MESSAGE  # where auth lives is not told
+    assert elapsed <= 0.3 * 2 + 0.5
