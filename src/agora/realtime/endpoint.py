@@ -77,6 +77,10 @@ class SocketEndpoint:
     async def on_frame(self, conn: Connection, text: str) -> None:
         raise NotImplementedError
 
+    async def on_close(self, conn: Connection) -> None:
+        """The service's own cleanup of a closed socket (topics, timers), run before
+        the hub and presence let it go; shielded from a shutdown's cancel."""
+
     # --- the lifecycle ---------------------------------------------------------------------
 
     async def handle(self, ws: WebSocket) -> None:
@@ -175,8 +179,11 @@ class SocketEndpoint:
         )
 
     async def _leave(self, conn: Connection) -> None:
-        await self.hub.remove(conn)
-        await self.presence.leave(conn)
+        try:
+            await self.on_close(conn)
+        finally:
+            await self.hub.remove(conn)
+            await self.presence.leave(conn)
 
     async def _read_loop(self, conn: Connection) -> None:
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):

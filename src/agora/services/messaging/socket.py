@@ -302,16 +302,14 @@ class MessagingSocket(SocketEndpoint):
         await self._leave_conversation(conn, topic)
         conn.send(push(topic, "phx_close", {"reason": "removed"}))
 
-    async def _leave(self, conn: Connection) -> None:
-        # The endpoint's cleanup of a closed socket (shielded), with ours first: stop
-        # its typing, take it out of its topics' presence and rooms, and its pushes.
+    async def on_close(self, conn: Connection) -> None:
+        # Stop its typing, take it out of its topics' presence and rooms, and its pushes.
         self.fanout.leave(conn)
         for topic in sorted(self.rooms.topics_of(conn)):
             try:
                 await self._leave_conversation(conn, topic)
             except Exception:  # its presence entry expires by itself within the TTL
                 log.warning("leaving %s failed for user %s", topic, conn.user_id, exc_info=True)
-        await super()._leave(conn)
 
     async def _refused(self, conn: Connection, request: Request, reason: str) -> None:
         await self.audit.record(
