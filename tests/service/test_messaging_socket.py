@@ -396,6 +396,32 @@ async def test_presence_in_a_conversation_and_of_contacts(server: Server) -> Non
     await alice_phone.close()
 
 
+async def test_a_new_contact_is_followed_without_joining_again(server: Server) -> None:
+    alice, bob, carol = await server.user(), await server.user(), await server.user()
+    alice_phone = await open_device(alice)
+    await alice_phone.join(f"user:{alice.user_id}")
+    contacts = await alice_phone.expect("presence_state", topic=f"user:{alice.user_id}")
+    assert contacts["payload"] == {"online": []}  # no conversation yet: no contacts
+    bob_phone = await open_device(bob)  # online, but not a contact of alice's yet
+    await alice_phone.expect_none("presence_diff", topic=f"user:{alice.user_id}", within=0.3)
+
+    await direct(alice, bob)  # bob becomes a contact: online already, so a join
+    await alice_phone.expect("conversation:updated", topic=f"user:{alice.user_id}")
+    joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
+    assert joined["payload"] == {"joins": [bob.user_id], "leaves": []}
+    await bob_phone.close()
+    left = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
+    assert left["payload"] == {"joins": [], "leaves": [bob.user_id]}
+
+    await direct(alice, carol)  # offline contact: followed, no join until she connects
+    await alice_phone.expect("conversation:updated", topic=f"user:{alice.user_id}")
+    carol_phone = await open_device(carol)
+    joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
+    assert joined["payload"] == {"joins": [carol.user_id], "leaves": []}
+    await carol_phone.close()
+    await alice_phone.close()
+
+
 # --- catching up -------------------------------------------------------------------------------
 
 

@@ -27,11 +27,14 @@ from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.rooms import Held, Rooms
-from agora.services.messaging.protocol import push_serialized
+from agora.services.messaging.protocol import push, push_serialized
 
 log = logging.getLogger("agora.messaging.events")
 
 CONVERSATION_UPDATED = "conversation:updated"
+# How a conversation:updated frame starts its event field (push_serialized's layout),
+# so the frames of every other event are passed on without being parsed.
+_UPDATED_MARK = '"event":"conversation:updated"'
 
 
 class MessagingEvents(Protocol):
@@ -61,18 +64,29 @@ class MessagingFanout:
     and queues each frame only on the sockets that joined their user topic.
     """
 
-    def __init__(self, hub: Hub, presence: PresenceTracker, rooms: Rooms | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        presence: PresenceTracker,
+        rooms: Rooms | None = None,
+        *,
+        max_contacts: int = 500,
+    ) -> None:
         self.hub = hub
         self.presence = presence
         self.rooms = rooms  # told of membership changes, to drop removed members
+        self.max_contacts = max_contacts  # users whose presence one socket follows
         self.joined: set[Connection] = set()
         self._held: dict[Connection, Held] = {}
+        self._follows: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.hub.router.route(self.hub.prefix, self._on_message)
 
     async def stop(self) -> None:
         self.hub.router.unroute(self.hub.prefix, self._on_message)
+        for task in tuple(self._follows):
+            task.cancel()
 
     # --- the port --------------------------------------------------------------------------
 
@@ -143,3 +157,35 @@ class MessagingFanout:
                 held.add(frame)
             else:
                 conn.send(frame)
+        if _UPDATED_MARK in frame:
+            self._follow_new_members(devices, frame)
+
+    # --- presence of new contacts ----------------------------------------------------------
+
+    def _follow_new_members(self, devices: list[Connection], frame: str) -> None:
+        """A conversation gained members: the user's sockets follow their presence too,
+        as they follow the contacts they had when they joined their user topic."""
+        try:
+            members = orjson.loads(frame)["payload"]["members"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if not isinstance(members, list):
+            return
+        for conn in devices:
+            new = [m for m in members if isinstance(m, str) and m != conn.user_id]
+            new = [m for m in new if m not in conn.watching]
+            room = self.max_contacts - len(conn.watching)
+            if new and room > 0:
+                task = asyncio.create_task(self._follow(conn, new[:room]))
+                self._follows.add(task)
+                task.add_done_callback(self._follows.discard)
+
+    async def _follow(self, conn: Connection, users: list[str]) -> None:
+        try:
+            online = await self.presence.watch(conn, users)
+        except Exception:  # presence down: the next user-topic join follows them
+            log.warning("presence of new contacts not followed", exc_info=True)
+            return
+        joins = sorted(user for user in users if user in online)
+        if joins and conn in self.joined:
+            conn.send(push(user_topic(conn.user_id), "presence_diff", {"joins": joins, "leaves": []}))

@@ -93,7 +93,7 @@ def build_messaging_realtime(
         ttl=settings.presence_ttl,
         recheck_interval=settings.presence_recheck_interval,
     )
-    fanout = MessagingFanout(hub, presence, rooms)
+    fanout = MessagingFanout(hub, presence, rooms, max_contacts=settings.presence_max_users)
     sessions = SessionWatch(channels, hub, prefix)
     tickets = TicketService(
         tokens,
