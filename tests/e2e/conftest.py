@@ -45,6 +45,7 @@ def agora_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         AGORA_ARGON2_PARALLELISM="1",
         AGORA_COOKIE_SECURE="false",
         AGORA_LOG_LEVEL="WARNING",
+        AGORA_GRPC_PORT="0",  # 50051 is one per machine; a test wanting gRPC picks a port
     )
     env.update(overrides)
     return env

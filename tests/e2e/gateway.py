@@ -71,11 +71,12 @@ def nginx_check(binary: str, config: Path, prefix: Path) -> subprocess.Completed
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 
-def start_instance(deployed: Deployment, name: str, service: str) -> Server:
+def start_instance(deployed: Deployment, name: str, service: str, **overrides: str) -> Server:
     """One more `agora serve SERVICE` of the deployment, under its own name ("social-b"):
-    `Deployment.start` keeps one process per service, a gateway wants several."""
+    `Deployment.start` keeps one process per service, a gateway wants several.
+    `overrides` are this instance's own settings (AGORA_*), e.g. its gRPC port."""
     assert name not in deployed.servers, name
-    server = Server(deployed.root, deployed.env(), args=(service,))
+    server = Server(deployed.root, deployed.env(**overrides), args=(service,))
     deployed.servers[name] = server
     return server.start()
 

@@ -122,6 +122,9 @@ def base_env(data_dir: Path) -> dict[str, str]:
         AGORA_ARGON2_MEMORY_COST="64",
         AGORA_ARGON2_PARALLELISM="1",
         AGORA_LOG_LEVEL="WARNING",
+        # No gRPC server unless a test gives the process a port of its own: the default
+        # (50051) is one per machine, and several processes and runs share this one.
+        AGORA_GRPC_PORT="0",
     )
     return env
 
