@@ -188,4 +188,6 @@ class MessagingFanout:
             return
         joins = sorted(user for user in users if user in online)
         if joins and conn in self.joined:
-            conn.send(push(user_topic(conn.user_id), "presence_diff", {"joins": joins, "leaves": []}))
+            conn.send(
+                push(user_topic(conn.user_id), "presence_diff", {"joins": joins, "leaves": []})
+            )
