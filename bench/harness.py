@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -17,8 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_INSTALL = "apt-get update && apt-get install -y wrk  (Debian/Ubuntu; macOS: brew install wrk)"
@@ -236,3 +238,14 @@ def machine() -> dict[str, object]:
         "python": sys.version.split()[0],
         "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
     }
+
+
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def write_results(name: str, report: dict[str, Any]) -> Path:
+    """`bench/results/<name>-<UTC stamp>.json` (git-ignored); returns the path, relative."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path.relative_to(ROOT)

@@ -64,11 +64,11 @@ from bench.harness import (
     run_wrk,
     serving,
     wait_for_idle,
+    write_results,
 )
 
 PG_DSN = os.environ.get("AGORA_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("AGORA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-RESULTS_DIR = ROOT / "bench" / "results"
 ISSUER, AUDIENCE = "agora-auth", "agora"
 IDLE_THRESHOLD = 0.2  # cores busy with other work before a round, above which we wait
 TARGET = 3.0  # agora / flask, issue 3
@@ -539,11 +539,9 @@ def main(argv: list[str] | None = None) -> None:
             cpu_ratio = cpu["flask"]["total"] / cpu["agora"]["total"]
             print(f"CPU per request, flask / agora: {cpu_ratio:.2f}x  (server + its PostgreSQL "
                   "backends + redis-server; steadier than req/s under load)")  # fmt: skip
-    RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC)
     label = f"-{args.label}" if args.label else ""
-    out = RESULTS_DIR / f"publications{label}-{stamp:%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({
+    out = write_results(f"publications{label}", {
         "benchmark": "publications", "date": stamp.isoformat(timespec="seconds"),
         "command": "python -m bench.publications_bench "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -556,8 +554,8 @@ def main(argv: list[str] | None = None) -> None:
                                                         strict=True)]}
                     for server in results},
         "ratio": ratio, "target": TARGET, "cpu_per_request_ratio_flask_over_agora": cpu_ratio,
-    }, indent=2))  # fmt: skip
-    print(f"results: {out.relative_to(ROOT)}")
+    })  # fmt: skip
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

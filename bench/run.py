@@ -33,7 +33,6 @@ from agora.migrate import upgrade
 from agora.tokens import TokenService
 from bench import agora_app, flask_app
 from bench.harness import (
-    ROOT,
     OtherCpu,
     WrkResult,
     free_port,
@@ -42,10 +41,10 @@ from bench.harness import (
     require_wrk,
     run_wrk,
     wait_for_idle,
+    write_results,
 )
 from bench.harness import serving as serving_process
 
-RESULTS_DIR = ROOT / "bench" / "results"
 ISSUER, AUDIENCE = "agora-auth", "agora"
 IDLE_THRESHOLD = 0.2  # cores busy with other work before a round, above which we wait
 TARGETS = {"protected / unprotected": 0.5, "agora-protected / flask-pyjwt": 3.0}
@@ -221,10 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         name: statistics.median(r.requests_per_s for r in runs) for name, runs in results.items()
     }
     ratios = report(medians, rows)
-    RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC)
-    out = RESULTS_DIR / f"auth-{stamp:%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({
+    out = write_results("auth", {
         "benchmark": "auth", "date": stamp.isoformat(timespec="seconds"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": vars(args), "machine": machine(), "versions": versions(),
@@ -232,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                             "median_requests_per_s": medians[row.name],
                             "rounds": [asdict(r) for r in results[row.name]]} for row in rows},
         "ratios": ratios, "targets": TARGETS,
-    }, indent=2))  # fmt: skip
-    print(f"\nresults: {Path(out).relative_to(ROOT)}")
+    })  # fmt: skip
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":

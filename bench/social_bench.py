@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -62,7 +61,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,11 +71,10 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.harness import ROOT, free_port, serving, wait_for_idle
+from bench.harness import free_port, serving, wait_for_idle, write_results
 
 PYTHON = sys.executable
 REDIS_URL = os.environ.get("AGORA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-RESULTS = ROOT / "bench" / "results"
 TICKET_PATH = "/social/api/socials/connect-token"
 PASSWORD = "bench password 1"
 CONTENT_FILL = "x" * 64  # a short chat line after the timestamp
@@ -87,6 +85,7 @@ SOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "open_timeout": 60, "ma
 BIG = str(10**9)
 AGORA_ENV = {
     "AGORA_ENV": "dev",
+    "AGORA_GRPC_PORT": "0",  # HTTP and sockets only; 50051 may be a dev server's
     "AGORA_COOKIE_SECURE": "false",
     "AGORA_ARGON2_TIME_COST": "1",
     "AGORA_ARGON2_MEMORY_COST": "1024",
@@ -480,17 +479,24 @@ JOBS = {
 }
 
 
-def client_main(job: dict[str, Any], sync: dict[str, Any]) -> None:
+def run_client_job(jobs: dict[str, Any], job: dict[str, Any], sync: dict[str, Any]) -> None:
+    """A client process's body: the job named by its role, its result (or error) to
+    the parent's queue."""
     raise_nofile()
     import uvloop
 
     try:
-        result = uvloop.run(JOBS[job["role"]](job, sync))
+        result = uvloop.run(jobs[job["role"]](job, sync))
     except Exception as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
-        for name in ("ready", "go", "release"):  # the parent must not wait for us
-            sync[name].abort()
+        for value in sync.values():  # the parent must not wait for us at any barrier
+            if hasattr(value, "abort"):
+                value.abort()
     sync["out"].put(result)
+
+
+def client_main(job: dict[str, Any], sync: dict[str, Any]) -> None:
+    run_client_job(JOBS, job, sync)
 
 
 def raise_nofile() -> int:
@@ -510,15 +516,18 @@ def split(items: list[int], parts: int) -> list[list[int]]:
 
 
 @contextlib.contextmanager
-def clients(jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    sync = {
-        "ready": CTX.Barrier(len(jobs) + 1),
-        "go": CTX.Barrier(len(jobs) + 1),
-        "release": CTX.Barrier(len(jobs) + 1),
-        "times": CTX.Array("d", 3),
-        "out": CTX.Queue(),
-    }
-    processes = [CTX.Process(target=client_main, args=(job, sync), daemon=True) for job in jobs]
+def client_processes(
+    jobs: list[dict[str, Any]],
+    target: Callable[[dict[str, Any], dict[str, Any]], None],
+    barriers: tuple[str, ...],
+    context: Any = CTX,
+) -> Iterator[dict[str, Any]]:
+    """One process per job running `target(job, sync)` (processes of `context`); the
+    parent meets them at the named barriers of `sync`, which also holds a `times` array
+    and an `out` queue."""
+    sync: dict[str, Any] = {name: context.Barrier(len(jobs) + 1) for name in barriers}
+    sync |= {"times": context.Array("d", 3), "out": context.Queue()}
+    processes = [context.Process(target=target, args=(job, sync), daemon=True) for job in jobs]
     for process in processes:
         process.start()
     try:
@@ -532,6 +541,10 @@ def clients(jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             if process.is_alive():
                 process.kill()
                 process.join()
+
+
+def clients(jobs: list[dict[str, Any]]) -> contextlib.AbstractContextManager[dict[str, Any]]:
+    return client_processes(jobs, client_main, ("ready", "go", "release"))
 
 
 def drain(queue: Any) -> list[dict[str, Any]]:
@@ -841,13 +854,10 @@ def main(argv: list[str] | None = None) -> None:
         "idle": idle,
     }
     report["summary"] = verdicts = summary(speed, idle)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"social-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
+    path = write_results("social", report)
     for name, line in verdicts.items():
         print(f"{name:32} {line}")
-    print(f"total {report['seconds_total']} s; results in {path.relative_to(ROOT)}")
+    print(f"total {report['seconds_total']} s; results in {path}")
 
 
 if __name__ == "__main__":
