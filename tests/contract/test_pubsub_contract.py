@@ -171,6 +171,19 @@ async def test_publish_order_is_kept_per_channel(open_pubsub: Opener) -> None:
     assert inbox.on("b") == expected
 
 
+async def test_publish_many_delivers_each_in_order(open_pubsub: Opener) -> None:
+    inbox = Inbox()
+    pubsub = await open_pubsub(inbox)
+    await pubsub.subscribe("a", "b")
+    await pubsub.publish_many([])
+    batch = [(channel, f"{channel}{i}".encode()) for i in range(50) for channel in ("a", "b", "c")]
+    await pubsub.publish_many(batch)
+    await fence(pubsub, inbox)
+    assert inbox.on("a") == [f"a{i}".encode() for i in range(50)]
+    assert inbox.on("b") == [f"b{i}".encode() for i in range(50)]
+    assert inbox.on("c") == []
+
+
 async def test_a_failing_handler_does_not_stop_later_messages(open_pubsub: Opener) -> None:
     inbox = Inbox()
     pubsub = await open_pubsub(inbox)
@@ -505,7 +518,9 @@ async def test_unreachable_redis_fails_publish_fast_and_start_does_not_hang() ->
         await pubsub.subscribe("a")  # wanted, subscribed when Redis comes
         with pytest.raises(PubSubUnavailable):
             await pubsub.publish("a", b"x")
-        assert time.monotonic() - started < redis_pubsub.CALL_BUDGET + 1.0
+        with pytest.raises(PubSubUnavailable):
+            await pubsub.publish_many([("a", b"x"), ("b", b"y")])
+        assert time.monotonic() - started < 2 * redis_pubsub.CALL_BUDGET + 1.0
     finally:
         await pubsub.close()
 

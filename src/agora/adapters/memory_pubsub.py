@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from agora.ports.pubsub import MessageHandler
 from agora.tasks import cancel_and_wait
@@ -38,6 +39,10 @@ class MemoryPubSub:
     async def publish(self, channel: str, message: bytes) -> None:
         if channel in self._channels:
             self._queue.put_nowait((channel, message))
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
 
     async def subscribe(self, *channels: str) -> None:
         self._channels.update(channels)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -101,6 +101,14 @@ class RedisPubSub:
     async def publish(self, channel: str, message: bytes) -> None:
         name = self._name(channel)
         await redis_call(lambda: self._redis.publish(name, message), PubSubUnavailable)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if not messages:
+            return
+        pipe = self._redis.pipeline(transaction=False)  # one round trip, not atomic
+        for channel, message in messages:
+            pipe.publish(self._name(channel), message)
+        await redis_call(pipe.execute, PubSubUnavailable)
 
     async def subscribe(self, *channels: str) -> None:
         wanted = list(dict.fromkeys(channels))

@@ -16,7 +16,7 @@ published meanwhile are lost). `publish` does fail, with `PubSubUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
@@ -39,6 +39,13 @@ class PubSub(Protocol):
         """Send to every instance subscribed to `channel` (this one included).
 
         Raises `PubSubUnavailable` when the backend cannot be reached."""
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """`publish` for each (channel, message), in order, in one round trip: a message
+        to the 50 members of a conversation is one call, not 50.
+
+        Raises `PubSubUnavailable` when the backend cannot be reached (some may have
+        gone out)."""
 
     async def subscribe(self, *channels: str) -> None:
         """Idempotent; a channel subscribed twice is delivered once. Once it returns (the

@@ -93,16 +93,12 @@ class MessagingFanout:
     async def publish(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
         body = orjson.dumps(payload).decode()
         users = list(dict.fromkeys(user_ids))
-        results = await asyncio.gather(
-            *(
-                self.hub.deliver(user, push_serialized(user_topic(user), event, body))
-                for user in users
-            ),
-            return_exceptions=True,
-        )
-        failed = [user for user, result in zip(users, results, strict=True) if result is not None]
-        if failed:
-            log.warning("%s not pushed to %d of %d users", event, len(failed), len(users))
+        try:
+            await self.hub.deliver_many(
+                (user, push_serialized(user_topic(user), event, body)) for user in users
+            )
+        except Exception:  # stored already: the devices catch up on their next join
+            log.warning("%s not pushed to %d users", event, len(users), exc_info=True)
         if event == CONVERSATION_UPDATED and self.rooms is not None:
             await self._membership(payload)
 
