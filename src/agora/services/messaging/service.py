@@ -60,12 +60,17 @@ class MessagingService(ConversationRules, MediaUploads):
         text: str | None = None,
         media_id: str | None = None,
     ) -> SendResult:
-        conversation_id = await self._require_member(actor, conversation_id)
-        client_id = rules.client_id(client_id)
-        if (text is None) == (media_id is None):
-            raise Invalid("text", "Send either text or media_id")
+        conversation_id = rules.conversation_id(conversation_id)
+        # Membership and an earlier send of this client id, on one connection: the
+        # send path is the hot one.
         async with self.db.single_read() as connection:
-            stored = await MessagingRepository(connection).message_by_client_id(
+            repository = MessagingRepository(connection)
+            if await repository.read_seq(conversation_id, actor.user_id) is None:
+                raise NotFound(rules.CONVERSATION_NOT_FOUND)
+            client_id = rules.client_id(client_id)
+            if (text is None) == (media_id is None):
+                raise Invalid("text", "Send either text or media_id")
+            stored = await repository.message_by_client_id(
                 conversation_id, actor.user_id, client_id
             )
         if stored is not None:  # a retry: the stored message, nothing counted twice
