@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 
 from agora.adapters.memory_presence import MemoryPresence
@@ -24,17 +23,14 @@ from agora.services.messaging.events import MessagingFanout
 from agora.services.messaging.realtime import user_presence_frame
 from agora.services.messaging.room_presence import RoomPresence
 from agora.services.messaging.typing import TypingIndicators
-from tests.unit.test_realtime import Clock, Socket, connection
+from tests.unit.test_realtime import Clock, Socket, connection, sent
 
 TOPIC = "conversation:" + "a" * 32
 
 
 def frames(conn: Connection) -> list[Any]:
-    """What was queued on `conn` (no writer runs in these tests), taken."""
-    queued = [orjson.loads(frame) for frame in conn._queue]
-    conn._queue.clear()
-    conn.queued_bytes = 0
-    return queued
+    """What `conn` has sent since the last call, taken (let its writer run first)."""
+    return sent(conn)
 
 
 async def settle() -> None:

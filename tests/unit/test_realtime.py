@@ -38,6 +38,16 @@ class Clock:
         return self.now
 
 
+def sent(conn: Connection) -> list[Any]:
+    """The frames `conn` has sent since the last call, then those still queued (its
+    writer had no turn yet), taken."""
+    queued = [orjson.loads(frame) for frame in conn._queue or ()]
+    if conn._queue:
+        conn._queue.clear()
+        conn.queued_bytes = 0
+    return CHANNELS[id(conn.ws)].take() + queued
+
+
 class Socket:
     """An ASGI WebSocket channel: what a server would hand Starlette's WebSocket.
 
@@ -61,7 +71,14 @@ class Socket:
         scope = {"type": "websocket", "path": "/", "headers": [], "query_string": b""}
         ws = WebSocket(scope, self.receive, self.send)
         await ws.accept()
+        CHANNELS[id(ws)] = self
         return ws
+
+    def take(self) -> list[Any]:
+        """The frames sent since the last `take`."""
+        texts = self.texts()
+        self.sent.clear()
+        return texts
 
     def texts(self) -> list[Any]:
         return [orjson.loads(m["text"]) for m in self.sent if m["type"] == "websocket.send"]
@@ -69,6 +86,9 @@ class Socket:
     def close_code(self) -> int | None:
         closes = [m for m in self.sent if m["type"] == "websocket.close"]
         return closes[-1]["code"] if closes else None
+
+
+CHANNELS: dict[int, Socket] = {}  # id of a WebSocket -> its channel
 
 
 async def connection(
@@ -193,7 +213,6 @@ async def test_router_counts_subscriptions_and_routes_by_prefix() -> None:
 async def test_queue_over_its_byte_limit_closes_as_slow_consumer() -> None:
     channel = Socket(stalled=True)
     conn = await connection(channel, limit=100, grace=0.05)
-    writer = conn.start_writer()
     assert conn.send("x" * 60)
     await asyncio.sleep(0.01)  # the writer took it and is stuck sending it
     assert conn.send("y" * 60) and conn.send("z" * 40)
@@ -202,8 +221,52 @@ async def test_queue_over_its_byte_limit_closes_as_slow_consumer() -> None:
     assert conn.closing is SLOW_CONSUMER and conn.queued_bytes == 0
     assert not conn.send("after")
     # The stuck writer is cut after the grace: the socket ends, nothing more is held.
-    await asyncio.wait({writer}, timeout=1)
-    assert writer.cancelled()
+    started = time.monotonic()
+    await asyncio.wait_for(conn.finish(), 1)
+    assert time.monotonic() - started >= 0.04
+    await conn.stop_writer()
+    assert channel.close_code() is None
+
+
+async def test_an_idle_connection_holds_no_writer_task() -> None:
+    channel = Socket()
+    conn = await connection(channel)
+    assert conn.send('{"type": "a"}') and conn.send('{"type": "b"}')
+    writer = conn._writer
+    assert writer is not None
+    await asyncio.wait_for(writer, 1)
+    assert conn._writer is None and conn.queued_bytes == 0
+    assert channel.texts() == [{"type": "a"}, {"type": "b"}]
+    assert conn.send('{"type": "c"}')  # a new burst, a new writer
+    await asyncio.sleep(0.01)
+    assert channel.texts()[-1] == {"type": "c"} and conn._writer is None
+
+
+async def test_close_stops_the_reader_and_only_the_reader() -> None:
+    async def reader(conn: Connection) -> str:
+        conn.start_reading()
+        try:
+            await asyncio.Event().wait()  # a client that says nothing
+            return "received"
+        except asyncio.CancelledError as cancelled:
+            conn.stop_reading(cancelled)
+            return "interrupted"
+        finally:
+            conn.stop_reading()
+
+    conn = await connection(Socket())
+    task = asyncio.create_task(reader(conn))
+    await asyncio.sleep(0.01)
+    conn.close(SESSION_ENDED)
+    assert await asyncio.wait_for(task, 1) == "interrupted"
+    # A cancel from elsewhere (a server shutdown) is still a cancel, ours or not.
+    other = await connection(Socket())
+    cancelled = asyncio.create_task(reader(other))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    other.close(SESSION_ENDED)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
 
 
 async def test_non_ascii_frames_are_counted_at_their_utf8_ceiling() -> None:
@@ -215,12 +278,11 @@ async def test_non_ascii_frames_are_counted_at_their_utf8_ceiling() -> None:
 async def test_close_sends_error_frame_then_close_code() -> None:
     channel = Socket()
     conn = await connection(channel)
-    writer = conn.start_writer()
     conn.send('{"type": "x"}')
     await asyncio.sleep(0.01)
     conn.close(SESSION_ENDED)
     conn.close(SLOW_CONSUMER)  # the first reason wins
-    await asyncio.wait_for(writer, 1)
+    await asyncio.wait_for(conn.finish(), 1)
     assert channel.texts() == [{"type": "x"}, {"type": "error", "message": "Session ended"}]
     assert channel.close_code() == 4410
 
@@ -228,7 +290,9 @@ async def test_close_sends_error_frame_then_close_code() -> None:
 async def test_reader_waits_while_the_queue_is_backlogged() -> None:
     channel = Socket(stalled=True)
     conn = await connection(channel, limit=100)
-    conn.send("x" * 60)  # over half: the reader must wait
+    conn.send("x" * 40)  # taken by the writer, which is stuck sending it
+    await asyncio.sleep(0.01)
+    conn.send("y" * 60)  # over half queued behind it: the reader must wait
     waiting = asyncio.create_task(conn.drained())
     await asyncio.sleep(0.02)
     assert not waiting.done()
@@ -262,8 +326,7 @@ async def test_presence_transitions_are_per_user_and_deduplicated() -> None:
     await tracker.leave(laptop)
     await pubsub.publish(tracker.channel("b"), orjson.dumps({"kind": "leave"}))
     await asyncio.sleep(0.02)
-    frames = [orjson.loads(f) for f in watcher._queue]
-    assert frames == [
+    assert sent(watcher) == [
         {"type": "presence.join", "userId": "b"},
         {"type": "presence.leave", "userId": "b"},
     ]
@@ -286,9 +349,8 @@ async def test_recheck_finds_users_whose_entries_expired() -> None:
     assert await tracker.watch(watcher, ["gone"]) == {"gone"}
     clock.now += 6
     await tracker.recheck()
-    assert [orjson.loads(f) for f in watcher._queue] == [
-        {"type": "presence.leave", "userId": "gone"}
-    ]
+    await asyncio.sleep(0.01)
+    assert sent(watcher) == [{"type": "presence.leave", "userId": "gone"}]
 
 
 # --- tickets ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 - `tickets`: one-time connect tickets (issue; verify and redeem once across instances).
 - `limits`: a counter-with-growing-blocks rate limiter over the Cache port.
-- `connection`: one socket's bounded outbound queue and its single writer task.
+- `connection`: one socket's bounded outbound queue and the writer task that empties it.
 - `channels`: one pub/sub handler per process, routing channels by prefix.
 - `hub`: the local devices of each user and fan-out to them from any instance.
 - `presence`: join/leave per user, refresh of device entries, watching other users.

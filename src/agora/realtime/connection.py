@@ -1,13 +1,21 @@
-"""One socket: its bounded outbound queue and the one task that writes to it.
+"""One socket: its bounded outbound queue, and the short-lived task that empties it.
 
 Everything sent to a client goes through `send`, which only queues: fan-out from
 pub/sub, echoes and acks never wait on a client. The queue is measured in bytes; a
 frame that would take it past `max_queued_bytes` closes the connection as a slow
-consumer instead of growing memory. `close` drops what is queued, and the writer
-sends the error frame and the close; a client that takes nothing at all (its TCP
-window shut) would hold those forever, so after `close_grace` seconds the writer is
-cancelled and the connection ends anyway (the server's transport then holds at most
-one buffer's worth until the kernel gives up on the peer).
+consumer instead of growing memory.
+
+An idle socket holds no task of its own besides the one serving it (which reads,
+see `endpoint`): the writer task exists only while there is something to send, and
+ends when the queue is empty. A task and its frames cost about 2 KiB, and most
+sockets are idle most of the time (issue 5: memory per idle socket).
+
+`close` drops what is queued and stops the reading (`interrupt`); the serving task
+then sends the error frame and the close itself (`finish`). A client that takes
+nothing at all (its TCP window shut) would hold those forever, so they get
+`close_grace` seconds, after which the connection ends anyway (the server's
+transport then holds at most one buffer's worth until the kernel gives up on the
+peer).
 """
 
 from __future__ import annotations
@@ -17,11 +25,17 @@ import contextlib
 import time
 import uuid
 from collections import deque
+from collections.abc import Set
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agora.realtime.codes import SLOW_CONSUMER, CloseReason
+
+NOBODY: frozenset[str] = frozenset()
+
+# What a send to a client that has gone raises (uvicorn's ClientDisconnected is an OSError).
+SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)
 
 
 def frame_cost(frame: str) -> int:
@@ -34,12 +48,15 @@ def error_frame(message: str) -> str:
 
 
 class Connection:
+    # Slots, and the queue, writer and waiters only while in use: per idle socket,
+    # every byte here is multiplied by the number of sockets.
     __slots__ = (
-        "_cut",
         "_drained",
         "_queue",
-        "_wake",
+        "_reader",
+        "_watching",
         "_writer",
+        "broken",
         "close_grace",
         "closing",
         "device_id",
@@ -51,7 +68,6 @@ class Connection:
         "session_iat",
         "session_jti",
         "user_id",
-        "watching",
         "ws",
     )
 
@@ -79,27 +95,44 @@ class Connection:
         self.opened_at = time.monotonic()
         self.queued_bytes = 0
         self.closing: CloseReason | None = None
-        # Users this connection watches the presence of (kept by presence.PresenceTracker).
-        self.watching: set[str] = set()
-        self._queue: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._writer: asyncio.Task[None] | None = None
-        self._cut: asyncio.TimerHandle | None = None
+        self.broken = False  # a send failed: the client is gone, nothing more to say
+        self._watching: set[str] | None = None  # from the first watched user on
+        self._queue: deque[str] | None = None  # while there is something to send
+        self._writer: asyncio.Task[None] | None = None  # while the queue has frames
+        self._reader: asyncio.Task[None] | None = None  # the task reading, while it reads
+        self._drained: asyncio.Future[None] | None = None  # while the reader waits
 
     def send(self, frame: str) -> bool:
         """Queue a text frame; False if it was dropped (closing, or over the limit)."""
-        if self.closing is not None:
+        if self.closing is not None or self.broken:
             return False
         cost = frame_cost(frame)
         if self.queued_bytes + cost > self.max_queued_bytes:
             self.close(SLOW_CONSUMER)
             return False
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(frame)
         self.queued_bytes += cost
-        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         return True
+
+    @property
+    def watching(self) -> Set[str]:
+        """Users this connection watches the presence of (kept by presence.PresenceTracker)."""
+        return self._watching or NOBODY
+
+    def watch(self, user_id: str) -> None:
+        if self._watching is None:
+            self._watching = set()
+        self._watching.add(user_id)
+
+    def unwatch(self, user_id: str) -> None:
+        if self._watching is not None:
+            self._watching.discard(user_id)
+            if not self._watching:
+                self._watching = None
 
     @property
     def backlogged(self) -> bool:
@@ -112,53 +145,89 @@ class Connection:
         than it reads our answers is slowed by TCP instead of filling its queue; only
         what others send it (fan-out, which must never wait) can overflow it.
         """
-        if self.backlogged and self.closing is None:
-            self._drained.clear()
-            await self._drained.wait()
+        if self.backlogged and self.closing is None and not self.broken:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
 
     def close(self, reason: CloseReason) -> None:
         """Close with an error frame and `reason`'s code; the first reason wins."""
         if self.closing is not None:
             return
         self.closing = reason
-        self._queue.clear()
+        self._queue = None
         self.queued_bytes = 0
-        self._wake.set()
-        self._drained.set()
-        if self._writer is not None:
-            self._cut = asyncio.get_running_loop().call_later(self.close_grace, self._writer.cancel)
+        self._release()
+        self.interrupt()
 
-    def start_writer(self) -> asyncio.Task[None]:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.device_id}")
-        if self.closing is not None:  # closed before the writer existed
-            self._cut = asyncio.get_running_loop().call_later(self.close_grace, self._writer.cancel)
-        return self._writer
+    # --- the serving task's side -----------------------------------------------------------
+
+    def start_reading(self) -> None:
+        """The current task reads this socket until `stop_reading`: `interrupt` (a
+        close, a failed send) cancels it, as if the client had gone quiet."""
+        self._reader = asyncio.current_task()
+
+    def stop_reading(self, cancelled: asyncio.CancelledError | None = None) -> None:
+        """Called by the reader when done; with the CancelledError it caught, raises
+        it again unless it was only ours (`interrupt`), and nobody else's too."""
+        reader, self._reader = self._reader, None
+        if cancelled is not None:
+            task = asyncio.current_task()
+            if reader is not None or task is None or task.uncancel() > 0:
+                raise cancelled
+
+    def interrupt(self) -> None:
+        """Stop the reader, unless it is the caller (it sees `closing` itself)."""
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            self._reader = None  # tells `stop_reading` the cancel was ours
+            reader.cancel()
+
+    async def finish(self) -> None:
+        """Send the frame in flight, then the error frame and the close if we close;
+        a client that takes none of it gets `close_grace` seconds."""
+        if self.closing is None or self.broken:
+            return
+        with contextlib.suppress(TimeoutError, *SEND_FAILED):
+            async with asyncio.timeout(self.close_grace):
+                if self._writer is not None:  # it stops before its next frame
+                    await asyncio.wait({self._writer})
+                await self.ws.send_text(error_frame(self.closing.message))
+                await self.ws.close(self.closing.code, self.closing.message)
 
     async def stop_writer(self) -> None:
-        if self._cut is not None:
-            self._cut.cancel()
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await writer
+
+    # --- the writer ------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     async def _write_loop(self) -> None:
-        # The client may be gone at any send: that ends the writer, and so the socket.
-        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+        # The client may be gone at any send: that ends the socket.
+        try:
             await self._write()
+        except SEND_FAILED:
+            self.broken = True
+            self.queued_bytes = 0
+            self._release()
+            self.interrupt()
+        finally:
+            self._writer = None
+            self._queue = None  # empty, or no longer wanted
 
     async def _write(self) -> None:
         queue = self._queue
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while queue and self.closing is None:
-                frame = queue.popleft()
-                self.queued_bytes -= frame_cost(frame)
-                if self.queued_bytes <= self.max_queued_bytes // 4:
-                    self._drained.set()
-                await self.ws.send_text(frame)
-            if self.closing is not None:
-                await self.ws.send_text(error_frame(self.closing.message))
-                await self.ws.close(self.closing.code, self.closing.message)
-                return
+        while queue and self.closing is None and not self.broken:
+            frame = queue.popleft()
+            self.queued_bytes -= frame_cost(frame)
+            if self.queued_bytes <= self.max_queued_bytes // 4:
+                self._release()
+            await self.ws.send_text(frame)

@@ -5,10 +5,11 @@
 
 A service subclasses `SocketEndpoint` with `welcome` and `on_frame` (social's in
 `services/social/frames.py`). Every frame a client sends counts against the user's
-message limit before `on_frame` sees it. Two tasks per socket: the reader (here) and
-the writer (`Connection`); the socket ends when either ends. A socket closed by the
-server (session ended, limit, slow consumer) ends when its writer has sent the close,
-or after `close_grace`; a client that stops answering protocol pings is dropped by the
+message limit before `on_frame` sees it. The task serving the socket reads it; a
+writer task exists only while frames wait to be sent (`Connection`). The socket ends
+when the client leaves, a send to it fails, or the server closes it: a close (session
+ended, limit, slow consumer) stops the reading, and the socket ends once the close is
+sent, or after `close_grace`; a client that stops answering protocol pings is dropped by the
 server (uvicorn's `ws_ping_interval`/`ws_ping_timeout`) and ends the same way.
 """
 
@@ -130,29 +131,18 @@ class SocketEndpoint:
         expiry = loop.call_later(
             max(0.0, ticket.session_exp - time.time()), conn.close, SESSION_ENDED
         )
-        writer = conn.start_writer()
-        reader: asyncio.Task[None] | None = None
         self._log("connected", conn)
         try:
             try:
                 await self.hub.add(conn)
                 await self.presence.join(conn)
-                reader = asyncio.create_task(
-                    self._read_loop(conn), name=f"ws-reader-{conn.device_id}"
-                )
-                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            except Exception:  # the pub/sub or presence backend failed us
-                log.exception("socket setup failed for user %s", conn.user_id)
+                await self._read(conn)  # until the client leaves, or `conn.close`
+            except Exception:  # a backend (pub/sub, presence, limits) failed us
+                log.exception("socket failed for user %s", conn.user_id)
                 conn.close(SERVER_ERROR)
-            if conn.closing is not None and not writer.done():
-                # Closed by us: let the writer send the close (the cut bounds the wait).
-                await asyncio.wait({writer})
+            await conn.finish()  # closed by us: the error frame and the close
         finally:
             expiry.cancel()
-            if reader is not None and not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
             await conn.stop_writer()
             await self._cleanup(conn)
 
@@ -185,39 +175,47 @@ class SocketEndpoint:
             await self.hub.remove(conn)
             await self.presence.leave(conn)
 
-    async def _read_loop(self, conn: Connection) -> None:
-        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-            await self._read(conn)
-
     async def _read(self, conn: Connection) -> None:
-        ws = conn.ws
-        while True:
-            await conn.drained()
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            size = len(text) if text is not None else len(message.get("bytes") or b"")
-            if size > self.max_message_bytes or (
-                text is not None
-                and not text.isascii()
-                and len(text.encode()) > self.max_message_bytes
-            ):
-                conn.close(FRAME_TOO_LARGE)
-                return
-            verdict = await self.message_limiter.hit(conn.user_id)
-            if not verdict.allowed:
-                await self._audit_limit(verdict, "messages", user_id=conn.user_id, ip=conn.ip)
-                conn.close(TOO_MANY_MESSAGES)
-                return
-            if text is None:
-                conn.send(error_frame("Text frames only"))
-                continue
-            try:
-                await self.on_frame(conn, text)
-            except Exception:  # a bug or a backend outage: this frame fails, not the socket
-                log.exception("frame handling failed for user %s", conn.user_id)
-                conn.send(error_frame(INTERNAL_ERROR))
+        # The loop inline, not in a helper coroutine or a context manager: each would
+        # stay alive as long as the socket (issue 5: memory per idle socket).
+        conn.start_reading()
+        try:
+            ws = conn.ws
+            while conn.closing is None and not conn.broken:
+                await conn.drained()
+                if conn.closing is not None:
+                    return
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                size = len(text) if text is not None else len(message.get("bytes") or b"")
+                if size > self.max_message_bytes or (
+                    text is not None
+                    and not text.isascii()
+                    and len(text.encode()) > self.max_message_bytes
+                ):
+                    conn.close(FRAME_TOO_LARGE)
+                    return
+                verdict = await self.message_limiter.hit(conn.user_id)
+                if not verdict.allowed:
+                    await self._audit_limit(verdict, "messages", user_id=conn.user_id, ip=conn.ip)
+                    conn.close(TOO_MANY_MESSAGES)
+                    return
+                if text is None:
+                    conn.send(error_frame("Text frames only"))
+                    continue
+                try:
+                    await self.on_frame(conn, text)
+                except Exception:  # a bug or a backend outage: this frame fails, not the socket
+                    log.exception("frame handling failed for user %s", conn.user_id)
+                    conn.send(error_frame(INTERNAL_ERROR))
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass  # the client is gone
+        except asyncio.CancelledError as cancelled:
+            conn.stop_reading(cancelled)  # raises it again unless it was our `interrupt`
+        finally:
+            conn.stop_reading()
 
     async def _audit_limit(self, verdict: Verdict, scope: str, **fields: Any) -> None:
         """Blocks are audited when they start; refusals during a block are only counted."""

@@ -115,7 +115,7 @@ class PresenceTracker:
         users = list(dict.fromkeys(user_ids))
         added = [user_id for user_id in users if user_id not in conn.watching]
         for user_id in added:
-            conn.watching.add(user_id)
+            conn.watch(user_id)
             self.watchers.setdefault(user_id, set()).add(conn)
         if added:
             # Subscribed before the snapshot: a change after it is not missed.
@@ -129,7 +129,7 @@ class PresenceTracker:
     async def unwatch(self, conn: Connection, user_ids: Iterable[str]) -> None:
         removed = [user_id for user_id in user_ids if user_id in conn.watching]
         for user_id in removed:
-            conn.watching.discard(user_id)
+            conn.unwatch(user_id)
             watchers = self.watchers.get(user_id)
             if watchers is not None:
                 watchers.discard(conn)

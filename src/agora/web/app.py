@@ -44,7 +44,7 @@ def build_service_app(
     on_start: Sequence[Hook] = (),
     on_stop: Sequence[Hook] = (),
     body_limits: Mapping[str, int] | None = None,
-) -> FastAPI:
+) -> ServiceApp:
     """A FastAPI app for one service.
 
     `path_prefixes` are the public paths the service answers; the embedded app and

@@ -7,18 +7,20 @@ a header list built once at start plus a few set lookups.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from agora.settings import Settings
 from agora.web.errors import error_response
 
 Header = tuple[bytes, bytes]
+SocketEndpoint = Callable[[WebSocket], Awaitable[None]]
 
 # An API serves JSON, never a page: nothing may load, run, frame or be framed.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -112,6 +114,26 @@ class ServiceApp(FastAPI):
     def __init__(self, *, hsts: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hsts = hsts
+        self.sockets: dict[str, SocketEndpoint] = {}
+
+    def add_socket_route(self, path: str, endpoint: SocketEndpoint) -> None:
+        """A WebSocket route served past the middleware stack (see `__call__`)."""
+        self.router.add_websocket_route(path, endpoint)
+        self.sockets[path] = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Every layer a socket passes through keeps its frame alive for the socket's
+        # whole life: the stack (errors, CORS, body limit, exceptions, router, route)
+        # cost about 6 KiB per idle socket (issue 5). None of it acts on a socket (the
+        # HTTP policy skips them, the endpoint handles its own errors), so the socket
+        # routes are called directly; a path they do not match takes the usual way.
+        if scope["type"] == "websocket":
+            endpoint = self.sockets.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(WebSocket(scope, receive, send))
+                return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         docs = (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)

@@ -95,5 +95,5 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.state.messaging = service
     app.state.messaging_realtime = realtime
     app.state.grpc_servicers = [messaging_service(app)]
-    app.router.add_websocket_route(SOCKET_PATH, realtime.socket.handle)
+    app.add_socket_route(SOCKET_PATH, realtime.socket.handle)
     return app

@@ -12,7 +12,7 @@ from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
 from agora.services.social.frames import SocialSocket
-from agora.services.social.routes import SOCKET, router, social_socket
+from agora.services.social.routes import SOCKET, router
 from agora.settings import Settings
 from agora.web.app import build_service_app
 
@@ -41,7 +41,6 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         on_start=[start],
         on_stop=[stop],
     )
-    app.router.add_websocket_route(SOCKET, social_socket)
     resolved: Backends = app.state.backends
     prefix = settings.key_prefix
     channels = ChannelRouter.of(resolved.pubsub)
@@ -99,4 +98,6 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         max_content_chars=settings.social_max_content_chars,
         max_presence_users=settings.presence_max_users,
     )
+    # The endpoint itself, no wrapper: its frame would live as long as each socket.
+    app.add_socket_route(SOCKET, app.state.social_socket.handle)
     return app

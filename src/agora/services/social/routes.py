@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request
 
 from agora.realtime.tickets import TicketService
-from agora.services.social.frames import SocialSocket
 from agora.web.guard import CurrentUser
 
 router = APIRouter()
@@ -30,12 +29,4 @@ async def connect_token(user: CurrentUser, request: Request) -> dict[str, object
     return {"success": True, "token": issued.token}
 
 
-SOCKET = "/social/api/socials/ws"
-
-
-# Registered as a plain Starlette route by `create_app`, not with `@router.websocket`:
-# FastAPI's wrapper keeps exit stacks and scope copies alive for the socket's whole
-# life, about 4.8 KiB per idle socket (measured by bench.social_bench).
-async def social_socket(websocket: WebSocket) -> None:
-    socket: SocialSocket = websocket.app.state.social_socket
-    await socket.handle(websocket)
+SOCKET = "/social/api/socials/ws"  # `create_app` routes it to `SocialSocket.handle`
