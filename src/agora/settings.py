@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("agora.settings")
@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     # Media: stored on disk under media_dir (default <data_dir>/media), size cap, and the
     # content types accepted (checked against the file's own first bytes too).
     media_dir: Path | None = None
+    # A media service of the deployment's own (PUT/GET/DELETE <url>/<id>, docs/messaging.md)
+    # instead of the directory; its bearer token, if it wants one.
+    media_url: str = ""
+    media_token: SecretStr | None = None
     media_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     media_allowed_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
@@ -192,11 +196,12 @@ class Settings(BaseSettings):
             raise ValueError("AGORA_LOGIN_BLOCK_MEMORY must be >= AGORA_LOGIN_BLOCK_MAX_SECONDS")
         return self
 
-    @field_validator("notify_url")
+    @field_validator("notify_url", "media_url")
     @classmethod
-    def _check_notify_url(cls, url: str) -> str:
+    def _check_service_url(cls, url: str, info: ValidationInfo) -> str:
         if url and urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError("AGORA_NOTIFY_URL must be an http:// or https:// URL")
+            name = f"AGORA_{(info.field_name or '').upper()}"
+            raise ValueError(f"{name} must be an http:// or https:// URL")
         return url
 
     @field_validator("cors_origins", "media_allowed_types", mode="before")

@@ -1,4 +1,5 @@
-"""The MediaStore port's contract, run against every backend (today: DiskMediaStore).
+"""The MediaStore port's contract, run against every backend: the disk store, and the
+HTTP store against a real media service (`tests/contract/media_service.py` under uvicorn).
 
 Messaging streams uploads into the store and streams downloads out of it; whichever
 store a deployment uses must keep bytes exactly, refuse to grow past the cap while
@@ -10,20 +11,39 @@ backend is one more entry in `STORES`. The disk-only part checks the files thems
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from agora.adapters.disk_media import DiskMediaStore
-from agora.ports.media import MediaMissing, MediaStore, MediaTooLarge
+from agora.adapters.http_media import HttpMediaStore
+from agora.ports.media import MediaMissing, MediaStore, MediaTooLarge, MediaUnavailable
+from tests.contract.http_support import serving
+from tests.contract.media_service import TOKEN, media_service
 
-StoreFactory = Callable[[Path], MediaStore]
-STORES: dict[str, StoreFactory] = {
-    "disk": lambda tmp_path: DiskMediaStore(tmp_path / "media"),
-}
+
+@contextlib.asynccontextmanager
+async def disk_store(tmp_path: Path) -> AsyncIterator[MediaStore]:
+    yield DiskMediaStore(tmp_path / "media")
+
+
+@contextlib.asynccontextmanager
+async def http_store(tmp_path: Path) -> AsyncIterator[MediaStore]:
+    async with serving(media_service(tmp_path / "service")) as base_url:
+        store = HttpMediaStore(f"{base_url}/media", token=TOKEN)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+StoreFactory = Callable[[Path], AbstractAsyncContextManager[MediaStore]]
+STORES: dict[str, StoreFactory] = {"disk": disk_store, "http": http_store}
 
 BAD_IDS = [
     "",
@@ -41,8 +61,9 @@ BAD_IDS = [
 
 
 @pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> MediaStore:
-    return STORES[request.param](tmp_path)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaStore]:
+    async with STORES[request.param](tmp_path) as opened:
+        yield opened
 
 
 def new_id() -> str:
@@ -245,3 +266,37 @@ async def test_disk_a_file_deleted_behind_the_store_is_missing(tmp_path: Path) -
     (tmp_path / "media" / media_id[:2] / media_id).unlink()
     with pytest.raises(MediaMissing):
         await store.open(media_id)
+
+
+# --- the HTTP store's own failures -------------------------------------------------------
+
+
+async def test_http_service_down_is_unavailable_not_a_crash() -> None:
+    store = HttpMediaStore("http://127.0.0.1:1/media", timeout=2)
+    try:
+        with pytest.raises(MediaUnavailable) as down:
+            await store.save(new_id(), chunks_of(b"bytes"), max_bytes=100)
+        assert down.value.status_code == 503
+        with pytest.raises(MediaUnavailable):
+            await store.open(new_id())
+        with pytest.raises(MediaUnavailable):
+            await store.delete(new_id())
+    finally:
+        await store.close()
+
+
+async def test_http_a_refused_token_is_unavailable(tmp_path: Path) -> None:
+    async with serving(media_service(tmp_path / "service")) as base_url:
+        store = HttpMediaStore(f"{base_url}/media", token="not-the-token")
+        try:
+            with pytest.raises(MediaUnavailable, match="401"):
+                await store.save(new_id(), chunks_of(b"bytes"), max_bytes=100)
+            with pytest.raises(MediaUnavailable, match="401"):
+                await store.open(new_id())
+        finally:
+            await store.close()
+
+
+def test_http_store_needs_an_http_url() -> None:
+    with pytest.raises(ValueError):
+        HttpMediaStore("ftp://media.example.com/")

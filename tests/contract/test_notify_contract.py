@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +28,7 @@ from starlette.routing import Route
 from agora.adapters.log_notifier import LogNotifier
 from agora.adapters.webhook_notifier import WebhookNotifier
 from agora.ports.notify import Notifier
+from tests.contract.http_support import serving
 
 NOTIFICATION = {
     "type": "message",
@@ -65,26 +65,8 @@ def free_port() -> int:
 async def webhook_server(receiver: Receiver) -> AsyncIterator[str]:
     """A real uvicorn server with `POST /hook` on a free port; yields the hook's URL."""
     app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
+    async with serving(app) as base_url:
+        yield f"{base_url}/hook"
 
 
 Delivered = Callable[[], list[tuple[str, dict[str, Any]]]]

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from agora.settings import Settings
+from tests.contract.http_support import serving
+from tests.contract.media_service import TOKEN, media_service
 from tests.service.messaging_support import (
     PNG,
     Person,
@@ -270,3 +272,37 @@ async def test_a_file_after_other_fields_in_tiny_chunks_is_read_whole(
     assert (media["size"], media["filename"]) == (len(content), "tiny.png")
     downloaded = await embedded.get(media["url"], headers=alice.auth)
     assert downloaded.content == content
+
+
+async def test_media_kept_by_the_deployments_own_service(tmp_path: Path, database_url: str) -> None:
+    """`AGORA_MEDIA_URL`: uploads go to a media service over HTTP, nothing to the disk;
+    the service down is a 503, never a 500."""
+    async with serving(media_service(tmp_path / "service")) as base_url:
+        settings = api_settings(
+            tmp_path / "agora", media_url=f"{base_url}/media", media_token=TOKEN
+        )
+        async with embedded_client(settings, database_url) as client:
+            alice, bob = await sign_up(client, 2)
+            uploaded = await upload(client, alice, PNG)
+            assert uploaded.status_code == 201, uploaded.text
+            media = uploaded.json()
+            assert stored_files(tmp_path / "agora") == []
+            kept = sorted(p for p in (tmp_path / "service").rglob("*") if p.is_file())
+            assert [p.name for p in kept] == [media["id"]]
+            conversation = (await direct(client, alice, bob))["id"]
+            sent = await client.post(
+                f"/api/v1/conversations/{conversation}/messages",
+                json={"client_id": "pic-1", "media_id": media["id"]},
+                headers=alice.auth,
+            )
+            assert sent.status_code == 201, sent.text
+            downloaded = await client.get(media["url"], headers=bob.auth)
+            assert (downloaded.status_code, downloaded.content) == (200, PNG)
+
+    # The service is gone now (its server stopped): the same app answers 503 JSON.
+    settings = api_settings(tmp_path / "agora2", media_url=f"{base_url}/media")
+    async with embedded_client(settings, database_url) as client:
+        (carol,) = await sign_up(client, 1)
+        refused = await upload(client, carol, PNG)
+        assert refused.status_code == 503, refused.text
+        assert "error" in refused.json()

@@ -164,5 +164,7 @@ def test_messaging_settings_are_checked_at_start(tmp_path: Path) -> None:
     assert Settings(notify_url="https://push.example.com/hook").notify_url
     with pytest.raises(ValidationError, match="AGORA_NOTIFY_URL"):
         Settings(notify_url="ftp://push.example.com/hook")
+    with pytest.raises(ValidationError, match="AGORA_MEDIA_URL"):
+        Settings(media_url="file:///srv/media")
     with pytest.raises(ValidationError):
         Settings(messaging_max_message_chars=0)

@@ -70,6 +70,9 @@ class DiskMediaStore:
             return
         await asyncio.to_thread(self._path(media_id).unlink, missing_ok=True)
 
+    async def close(self) -> None:
+        """Nothing held open between calls."""
+
 
 async def _read(handle: BinaryIO) -> AsyncIterator[bytes]:
     # The handle was opened before the first chunk is asked for: a file deleted meanwhile

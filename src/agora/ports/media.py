@@ -1,9 +1,10 @@
 """Media port: where uploaded files (message attachments) are kept.
 
-Backend: `adapters.disk_media.DiskMediaStore` (files under `settings.resolved_media_dir`,
-the embedded default and fine for one host or a shared volume). Another store (an object
-store, a media service) implements the same three calls; `tests/contract/
-test_media_contract.py` is the contract every backend passes.
+Backends: `adapters.disk_media.DiskMediaStore` (files under `settings.resolved_media_dir`,
+the embedded default and fine for one host or a shared volume) and
+`adapters.http_media.HttpMediaStore` (a media service of the deployment's own, at
+`AGORA_MEDIA_URL`). `tests/contract/test_media_contract.py` is the contract every
+backend passes.
 
 Ids are chosen by the caller (the messaging service: `uuid4().hex`, 32 lowercase hex
 digits); a backend refuses anything else, so an id can never name a path outside the
@@ -20,7 +21,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from agora.errors import NotFound, PayloadTooLarge
+from agora.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 
 MEDIA_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -45,6 +46,10 @@ class MediaMissing(NotFound):
         super().__init__("Media not found")
 
 
+class MediaUnavailable(ServiceUnavailable):
+    """A store behind the network could not be reached (or failed); nothing was kept."""
+
+
 class MediaStore(Protocol):
     async def save(self, media_id: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         """Store the bytes `chunks` yields under `media_id`; returns the size.
@@ -63,3 +68,5 @@ class MediaStore(Protocol):
 
     async def delete(self, media_id: str) -> None:
         """Remove the file; nothing happens if there is none (idempotent)."""
+
+    async def close(self) -> None: ...

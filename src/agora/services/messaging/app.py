@@ -5,7 +5,8 @@ ports from the settings:
 
 - users: auth's UserService over gRPC (`AGORA_USERS_GRPC_TARGET`), else read in this
   process's database (the embedded app, or messaging sharing auth's database);
-- media: files under `AGORA_MEDIA_DIR` (default `<data_dir>/media`);
+- media: files under `AGORA_MEDIA_DIR` (default `<data_dir>/media`), or a media service
+  of the deployment's own (`AGORA_MEDIA_URL`);
 - notifications for members with no live device: a log line, or a webhook
   (`AGORA_NOTIFY_URL`);
 - real-time events: the socket fan-out, across instances through the PubSub port.
@@ -16,9 +17,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from agora.adapters.disk_media import DiskMediaStore
+from agora.adapters.http_media import HttpMediaStore
 from agora.adapters.log_notifier import LogNotifier
 from agora.adapters.webhook_notifier import WebhookNotifier
 from agora.backends import Backends
+from agora.ports.media import MediaStore
 from agora.ports.notify import Notifier
 from agora.services.messaging.grpc_api import messaging_service
 from agora.services.messaging.limits import MessagingLimits
@@ -44,6 +47,13 @@ def user_directory(settings: Settings, backends: Backends) -> UserDirectory:
     return LocalUserDirectory(backends.database)
 
 
+def media_store(settings: Settings) -> MediaStore:
+    if settings.media_url:
+        token = settings.media_token.get_secret_value() if settings.media_token else None
+        return HttpMediaStore(settings.media_url, token=token)
+    return DiskMediaStore(settings.resolved_media_dir)
+
+
 def notifier(settings: Settings) -> Notifier:
     if settings.notify_url:
         return WebhookNotifier(settings.notify_url)
@@ -58,6 +68,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     async def stop() -> None:
         await realtime.stop()
         await notifications.close()
+        await media.close()
         await users.close()
 
     app = build_service_app(
@@ -73,6 +84,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     resolved: Backends = app.state.backends
     users = user_directory(settings, resolved)
     notifications = notifier(settings)
+    media = media_store(settings)
     realtime = build_messaging_realtime(
         settings,
         resolved,
@@ -85,7 +97,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     service = MessagingService(
         db=resolved.database,
         users=users,
-        media=DiskMediaStore(settings.resolved_media_dir),
+        media=media,
         events=realtime.fanout,
         notifier=notifications,
         limits=MessagingLimits(resolved.cache, settings, app.state.audit),
