@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+log = logging.getLogger("agora.tasks")
 
 # How often a cancel is repeated while the task has not finished.
 CANCEL_REPEAT = 0.1
@@ -24,3 +28,19 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await asyncio.wait({task}, timeout=CANCEL_REPEAT)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def every(interval: float, job: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+    """A task running `job` every `interval` seconds until cancelled (`cancel_and_wait`).
+    A failing round is logged and the next one tries again: a backend hiccup must not
+    end the loop."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic job %s failed", name)
+
+    return asyncio.create_task(loop(), name=name)

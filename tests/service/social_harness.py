@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,13 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 
+from agora.adapters.memory_bus import MemoryBus
+from agora.adapters.redis_cache import RedisCache
+from agora.adapters.redis_presence import RedisPresence
+from agora.adapters.redis_pubsub import RedisPubSub
 from agora.audit_store import AuditEvent
+from agora.backends import Backends
+from agora.db import Database
 from agora.embedded import EmbeddedApp, create_embedded_app
 from agora.migrate import upgrade
 from agora.settings import Settings
@@ -221,3 +227,42 @@ async def start(settings: Settings, ws_max_size: int | None = None) -> AsyncIter
         httpx.AsyncClient(timeout=10) as http,
     ):
         yield Server(app, base_url, http)
+
+
+# --- two instances sharing Redis ---------------------------------------------------------
+
+
+def redis_backends(settings: Settings, redis_url: str, namespace: str) -> Backends:
+    return Backends(
+        database=Database(settings.resolved_database_url),
+        cache=RedisCache(redis_url, namespace=namespace),
+        bus=MemoryBus(),
+        pubsub=RedisPubSub(redis_url, namespace=namespace),
+        presence=RedisPresence(redis_url, namespace=namespace),
+    )
+
+
+@contextlib.asynccontextmanager
+async def two_instances(
+    settings: Settings,
+    redis_url: str,
+    namespace: str,
+    alone: Callable[[Settings, Backends], Any],
+) -> AsyncIterator[tuple[str, str, httpx.AsyncClient]]:
+    """Instance A runs every service (auth, tickets), instance B only the app `alone`
+    builds; both on one database and one Redis namespace. Yields their base URLs and a
+    client."""
+    backends_a = redis_backends(settings, redis_url, namespace)
+    backends_b = redis_backends(settings, redis_url, namespace)
+    await backends_b.start()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            a = await stack.enter_async_context(
+                serving(create_embedded_app(settings, backends_a), settings)
+            )
+            b = await stack.enter_async_context(serving(alone(settings, backends_b), settings))
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+            yield a, b, http
+    finally:
+        await backends_a.close()
+        await backends_b.close()

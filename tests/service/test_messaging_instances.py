@@ -6,7 +6,6 @@ a device that reconnects on the other instance catches up exactly."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.embedded import create_embedded_app
 from agora.services.messaging.app import create_app as create_messaging_app
 from tests.e2e.messaging_client import Device
-from tests.service.social_harness import Client, serving
+from tests.service.social_harness import Client, two_instances
 from tests.service.test_messaging_socket import (
     direct,
     error_of,
@@ -28,7 +26,6 @@ from tests.service.test_messaging_socket import (
     rest_send,
     topic,
 )
-from tests.service.test_social_instances import redis_backends
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -48,22 +45,12 @@ async def pair(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str
 ) -> AsyncIterator[Pair]:
     settings = messaging_settings(tmp_path, database_url=postgres_url)
-    backends_a = redis_backends(settings, redis_url, redis_namespace)
-    backends_b = redis_backends(settings, redis_url, redis_namespace)
-    await backends_b.start()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            a = await stack.enter_async_context(
-                serving(create_embedded_app(settings, backends_a), settings)
-            )
-            b = await stack.enter_async_context(
-                serving(create_messaging_app(settings, backends_b), settings)
-            )
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
-            yield Pair(a, b, http)
-    finally:
-        await backends_a.close()
-        await backends_b.close()
+    async with two_instances(settings, redis_url, redis_namespace, create_messaging_app) as (
+        a,
+        b,
+        http,
+    ):
+        yield Pair(a, b, http)
 
 
 @dataclass

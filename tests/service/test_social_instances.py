@@ -4,7 +4,6 @@ a logout on one closes sockets on the other."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,15 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.adapters.memory_bus import MemoryBus
-from agora.adapters.redis_cache import RedisCache
-from agora.adapters.redis_presence import RedisPresence
-from agora.adapters.redis_pubsub import RedisPubSub
-from agora.backends import Backends
-from agora.db import Database
-from agora.embedded import create_embedded_app
 from agora.services.social.app import create_app as create_social_app
-from agora.settings import Settings
 from tests.service.social_harness import (
     Client,
     closed_with,
@@ -30,21 +21,11 @@ from tests.service.social_harness import (
     receive_until,
     refusal,
     send,
-    serving,
     social_settings,
+    two_instances,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
-
-
-def redis_backends(settings: Settings, redis_url: str, namespace: str) -> Backends:
-    return Backends(
-        database=Database(settings.resolved_database_url),
-        cache=RedisCache(redis_url, namespace=namespace),
-        bus=MemoryBus(),
-        pubsub=RedisPubSub(redis_url, namespace=namespace),
-        presence=RedisPresence(redis_url, namespace=namespace),
-    )
 
 
 @dataclass
@@ -57,22 +38,12 @@ class Pair:
 @pytest.fixture
 async def pair(tmp_path: Path, redis_url: str, redis_namespace: str) -> AsyncIterator[Pair]:
     settings = await migrated(social_settings(tmp_path))
-    backends_a = redis_backends(settings, redis_url, redis_namespace)
-    backends_b = redis_backends(settings, redis_url, redis_namespace)
-    await backends_b.start()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            a = await stack.enter_async_context(
-                serving(create_embedded_app(settings, backends_a), settings)
-            )
-            b = await stack.enter_async_context(
-                serving(create_social_app(settings, backends_b), settings)
-            )
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
-            yield Pair(a, b, http)
-    finally:
-        await backends_a.close()
-        await backends_b.close()
+    async with two_instances(settings, redis_url, redis_namespace, create_social_app) as (
+        a,
+        b,
+        http,
+    ):
+        yield Pair(a, b, http)
 
 
 async def test_a_ticket_is_used_once_across_instances(pair: Pair) -> None:

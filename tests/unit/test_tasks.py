@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from agora.tasks import cancel_and_wait
+from agora.tasks import cancel_and_wait, every
 
 
 async def test_a_task_that_swallows_one_cancel_still_stops() -> None:
@@ -47,3 +47,21 @@ async def test_none_and_finished_tasks_are_fine() -> None:
     task = asyncio.create_task(asyncio.sleep(0))
     await task
     await cancel_and_wait(task)
+
+
+async def test_every_keeps_going_after_a_failing_round() -> None:
+    rounds = 0
+
+    async def flaky() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise ConnectionError("backend hiccup")
+
+    task = every(0.01, flaky, "test-every")
+    for _ in range(200):
+        if rounds >= 3:
+            break
+        await asyncio.sleep(0.01)
+    await cancel_and_wait(task)
+    assert rounds >= 3 and task.cancelled()

@@ -16,9 +16,8 @@ users of a crashed instance, whose entries simply expire.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -26,6 +25,7 @@ from agora.ports.presence import Presence
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
+from agora.tasks import cancel_and_wait, every
 
 log = logging.getLogger("agora.realtime.presence")
 
@@ -71,17 +71,13 @@ class PresenceTracker:
     async def start(self) -> None:
         self.router.route(self.prefix, self._on_event)
         self._tasks = [
-            asyncio.create_task(self._every(self.ttl / 3, self.refresh), name="presence-refresh"),
-            asyncio.create_task(
-                self._every(self.recheck_interval, self.recheck), name="presence-recheck"
-            ),
+            every(self.ttl / 3, self.refresh, "presence-refresh"),
+            every(self.recheck_interval, self.recheck, "presence-recheck"),
         ]
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         self.router.unroute(self.prefix, self._on_event)
 
@@ -174,11 +170,3 @@ class PresenceTracker:
             if conn.user_id not in frames:
                 frames[conn.user_id] = self.watcher_frame(kind, user_id, conn.user_id)
             conn.send(frames[conn.user_id])
-
-    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception:  # a backend hiccup; the next round tries again
-                log.exception("presence job failed")

@@ -21,15 +21,15 @@ TTL/3 it refreshes the entries of its own sockets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agora.ports.presence import Presence
 from agora.realtime.connection import Connection
 from agora.realtime.rooms import Rooms
 from agora.services.messaging.protocol import push
+from agora.tasks import cancel_and_wait, every
 
 log = logging.getLogger("agora.messaging.presence")
 
@@ -65,17 +65,13 @@ class RoomPresence:
         self.rooms.on(KIND, self._on_event)
         self.rooms.on("members", self._on_members)
         self._tasks = [
-            asyncio.create_task(self._every(self.ttl / 3, self.refresh), name="room-refresh"),
-            asyncio.create_task(
-                self._every(self.recheck_interval, self.recheck), name="room-recheck"
-            ),
+            every(self.ttl / 3, self.refresh, "room-refresh"),
+            every(self.recheck_interval, self.recheck, "room-recheck"),
         ]
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
 
     # --- this instance's sockets -----------------------------------------------------------
@@ -165,11 +161,3 @@ class RoomPresence:
             known.clear()
             known.update(now)
             self.rooms.deliver(topic, diff_frame(topic, joins, leaves))
-
-    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception:  # a backend hiccup; the next round tries again
-                log.exception("room presence job failed")
