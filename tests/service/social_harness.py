@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import orjson
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +33,7 @@ from agora.embedded import EmbeddedApp, create_embedded_app
 from agora.migrate import upgrade
 from agora.settings import Settings
 from tests.conftest import make_settings
+from tests.contract.http_support import serving as http_serving
 
 PASSWORD = "correct horse battery"
 WS_PATH = "/social/api/socials/ws"
@@ -68,36 +67,18 @@ async def migrated(settings: Settings) -> Settings:
 async def serving(
     app: Any, settings: Settings, ws_max_size: int | None = None
 ) -> AsyncIterator[str]:
-    """`http://127.0.0.1:<port>` of a real uvicorn server running `app`."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    """`http://127.0.0.1:<port>` of a real uvicorn server running `app` (lifespan
+    included) with the socket settings `agora serve` gives uvicorn."""
+    async with http_serving(
         app,
+        force_exit=False,
         lifespan="on",
-        log_level="warning",
         ws_max_size=ws_max_size or settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    # Ctrl-C stays pytest's: the server's lifetime is the test's.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-        sock.close()
+    ) as base_url:
+        yield base_url
 
 
 @dataclass
