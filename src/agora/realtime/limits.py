@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 
 from agora.ports.cache import Cache, CacheUnavailable
+from agora.settings import Settings
 
 log = logging.getLogger("agora.realtime.limits")
 
@@ -104,3 +105,20 @@ class RateLimiter:
         # The counter stays over the limit for exactly the block: one INCR answers.
         await self._cache.set(self.key("count", subject), str(self.limit + 1).encode(), seconds)
         return Verdict(False, seconds, new_block_level=level)
+
+
+def realtime_limiter(
+    cache: Cache, settings: Settings, name: str, limit: int, window: float
+) -> RateLimiter:
+    """A limiter of the real-time services: blocks grow as `realtime_block_*` say."""
+    return RateLimiter(
+        cache,
+        prefix=settings.key_prefix,
+        name=name,
+        limit=limit,
+        window=window,
+        block=settings.realtime_block_seconds,
+        growth=settings.realtime_block_growth,
+        max_block=settings.realtime_block_max_seconds,
+        memory=settings.realtime_block_memory,
+    )

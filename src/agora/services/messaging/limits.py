@@ -14,7 +14,7 @@ import math
 from agora.audit import Audit
 from agora.errors import TooManyRequests
 from agora.ports.cache import Cache
-from agora.realtime.limits import RateLimiter, Verdict
+from agora.realtime.limits import RateLimiter, Verdict, realtime_limiter
 from agora.services.messaging.domain import Actor
 from agora.settings import Settings
 
@@ -26,17 +26,7 @@ TOO_MANY_UPLOADS = "Too many uploads"
 class MessagingLimits:
     def __init__(self, cache: Cache, settings: Settings, audit: Audit) -> None:
         def limiter(name: str, limit: int) -> RateLimiter:
-            return RateLimiter(
-                cache,
-                prefix=settings.key_prefix,
-                name=f"messaging-{name}",
-                limit=limit,
-                window=WINDOW,
-                block=settings.realtime_block_seconds,
-                growth=settings.realtime_block_growth,
-                max_block=settings.realtime_block_max_seconds,
-                memory=settings.realtime_block_memory,
-            )
+            return realtime_limiter(cache, settings, f"messaging-{name}", limit, WINDOW)
 
         self.audit = audit
         self.messages_per_user = limiter("messages-user", settings.messaging_messages_per_hour)

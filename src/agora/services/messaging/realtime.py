@@ -23,7 +23,7 @@ from agora.audit import Audit
 from agora.backends import Backends
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.hub import Hub
-from agora.realtime.limits import RateLimiter
+from agora.realtime.limits import RateLimiter, realtime_limiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.rooms import Rooms
 from agora.realtime.scoped_presence import ScopedPresence
@@ -106,17 +106,7 @@ def build_messaging_realtime(
     )
 
     def limiter(name: str, limit: int, window: float) -> RateLimiter:
-        return RateLimiter(
-            backends.cache,
-            prefix=prefix,
-            name=name,
-            limit=limit,
-            window=window,
-            block=settings.realtime_block_seconds,
-            growth=settings.realtime_block_growth,
-            max_block=settings.realtime_block_max_seconds,
-            memory=settings.realtime_block_memory,
-        )
+        return realtime_limiter(backends.cache, settings, name, limit, window)
 
     socket = MessagingSocket(
         name="messaging",

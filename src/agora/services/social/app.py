@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from agora.backends import Backends
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.hub import Hub
-from agora.realtime.limits import RateLimiter
+from agora.realtime.limits import RateLimiter, realtime_limiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
@@ -65,17 +65,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     )
 
     def limiter(name: str, limit: int, window: float) -> RateLimiter:
-        return RateLimiter(
-            resolved.cache,
-            prefix=prefix,
-            name=name,
-            limit=limit,
-            window=window,
-            block=settings.realtime_block_seconds,
-            growth=settings.realtime_block_growth,
-            max_block=settings.realtime_block_max_seconds,
-            memory=settings.realtime_block_memory,
-        )
+        return realtime_limiter(resolved.cache, settings, name, limit, window)
 
     app.state.tickets = tickets
     app.state.hub = hub
