@@ -21,7 +21,6 @@ import httpx
 
 from tests.e2e.conftest import free_port
 from tests.e2e.gateway import Gateway, start_instance, ticket
-from tests.e2e.messaging_client import SOCKET_PATH, Device
 from tests.e2e.processes import (
     Deployment,
     bearer,
@@ -32,6 +31,7 @@ from tests.e2e.processes import (
     require_redis,
     stop,
 )
+from tests.messaging_client import SOCKET_PATH, Device
 
 INSTANCES = ("messaging-a", "messaging-b")
 # Typing indicators stop after this long without a refresh (5 s by default).

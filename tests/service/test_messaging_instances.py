@@ -14,9 +14,8 @@ import httpx
 import pytest
 
 from agora.services.messaging.app import create_app as create_messaging_app
-from tests.e2e.messaging_client import Device
-from tests.service.social_harness import Client, two_instances
-from tests.service.test_messaging_socket import (
+from tests.messaging_client import Device
+from tests.service.messaging_sockets import (
     direct,
     error_of,
     joined_device,
@@ -26,6 +25,7 @@ from tests.service.test_messaging_socket import (
     rest_send,
     topic,
 )
+from tests.service.social_harness import Client, two_instances
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(90)]
 
