@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, FastAPI
 from starlette.responses import Response
 
-from agora.settings import load_settings
+from agora.core.settings import load_settings
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser
 

@@ -8,7 +8,7 @@
 Needs the local PostgreSQL (postgres@127.0.0.1:5432, trust), Redis (127.0.0.1:6379) and
 RabbitMQ (guest@127.0.0.1:5672); override with AGORA_BENCH_PG_DSN, AGORA_BENCH_REDIS_URL,
 AGORA_BENCH_AMQP_URL. Everything it makes is its own and removed at the end: a
-throwaway database (migrated with `agora.migrate.upgrade`, dropped), a Redis key
+throwaway database (migrated with `agora.db.migrate.upgrade`, dropped), a Redis key
 namespace (deleted), suffixed exchanges and queues (deleted).
 
 Two rows, each on its own queue and users:
@@ -64,17 +64,17 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from agora.adapters.amqp_bus import AmqpBus
-from agora.adapters.redis_cache import RedisCache
-from agora.backends import Backends
-from agora.db import Database
-from agora.logs import configure_logging
-from agora.migrate import upgrade
+from agora.adapters.bus_amqp import AmqpBus
+from agora.adapters.cache_redis import RedisCache
+from agora.runtime.backends import Backends
+from agora.db.engine import Database
+from agora.core.logs import configure_logging
+from agora.db.migrate import upgrade
 from agora.ports.bus import Topology
 from agora.services.publications.app import create_app
-from agora.services.publications.consumer import BATCH_SIZE, UserEventConsumer
+from agora.services.publications.status.consumer import BATCH_SIZE, UserEventConsumer
 from agora.services.publications.models import ProcessedEvent, PubUser
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 try:
     import uvloop

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 
-from agora.migrate import upgrade
+from agora.db.migrate import upgrade
 from bench.publications_bench import PG_DSN, sqlalchemy_url
 from bench.social_bench import Target
 

@@ -15,7 +15,7 @@ same access token:
 
 Needs wrk, the local PostgreSQL (postgres@127.0.0.1:5432, trust) and Redis; override
 with AGORA_BENCH_PG_DSN and AGORA_BENCH_REDIS_URL. Everything it makes is its own and
-removed at the end: a throwaway database (migrated with `agora.migrate.upgrade`,
+removed at the end: a throwaway database (migrated with `agora.db.migrate.upgrade`,
 dropped) and a Redis key namespace (deleted). The publications process gets no
 AGORA_AMQP_URL, so it runs the in-process bus: the read path never touches the bus,
 and the events that would keep the user connected are replaced by writing what the
@@ -50,8 +50,8 @@ from typing import Any
 import psycopg
 import redis
 
-from agora.migrate import upgrade
-from agora.tokens import TokenService
+from agora.db.migrate import upgrade
+from agora.security.tokens import TokenService
 from bench.flask_publications_app import PATH
 from bench.harness import (
     ROOT,

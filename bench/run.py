@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from agora.migrate import upgrade
-from agora.tokens import TokenService
+from agora.db.migrate import upgrade
+from agora.security.tokens import TokenService
 from bench import agora_app, flask_app
 from bench.harness import (
     OtherCpu,

@@ -3,7 +3,7 @@ signing and verifying with each algorithm Agora supports.
 
     .venv/bin/python -m bench.tokens_bench [--repeat 7] [--min-time 0.2]
 
-In one process, with `agora.tokens.TokenService` exactly as the services use it (the
+In one process, with `agora.security.tokens.TokenService` exactly as the services use it (the
 same key objects, claims and checks), no network and no database. Each figure is the
 median over `--repeat` runs of the per-call time, each run long enough (at least
 `--min-time` seconds, as `timeit.autorange` sizes it) to drown the timer's overhead.
@@ -22,8 +22,8 @@ import statistics
 import timeit
 from collections.abc import Callable
 
-from agora.keys import ASYMMETRIC, KeySet, generate_private_key, key_from_private
-from agora.tokens import TokenService
+from agora.security.keys import ASYMMETRIC, KeySet, generate_private_key, key_from_private
+from agora.security.tokens import TokenService
 
 ISSUER, AUDIENCE = "agora-auth", "agora"
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from agora.migrate import upgrade
+from agora.db.migrate import upgrade
 from agora.ports.bus import Topology
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PG_ADMIN_DSN = os.environ.get("AGORA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -118,7 +118,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def embedded(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Every service in one app, in process, on both databases."""
-    from agora.embedded import create_embedded_app
+    from agora.runtime.embedded import create_embedded_app
 
     app = create_embedded_app(settings.model_copy(update={"database_url": database_url}))
     async with app.running():

@@ -13,17 +13,17 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from agora.errors import AgoraError
+from agora.core.errors import AgoraError
 from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
-from agora.logs import configure_logging
-from agora.migrate import upgrade
-from agora.settings import Settings, load_settings
+from agora.core.logs import configure_logging
+from agora.db.migrate import upgrade
+from agora.core.settings import Settings, load_settings
 
 SERVICE_ENV = "AGORA_SERVE_SERVICE"
 
 
 def build_app(service: str, settings: Settings) -> Any:
-    from agora.services.registry import service_factories
+    from agora.runtime.registry import service_factories
 
     factories = service_factories()
     if service not in factories:
@@ -85,7 +85,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    from agora.keyring import rotate
+    from agora.security.keyring import rotate
 
     settings = load_settings()
     try:
@@ -96,7 +96,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_show(_args: argparse.Namespace) -> None:
-    from agora.keyring import key_directory
+    from agora.security.keyring import key_directory
 
     # Read only: showing the keys must never create or rotate one.
     print(json.dumps(key_directory(load_settings()).load().jwks(), indent=2))

@@ -1,5 +1,5 @@
 """A media service as a deployment might run one, for `HttpMediaStore`'s contract: the
-three calls of `agora.adapters.http_media` over a directory (the disk store, which
+three calls of `agora.adapters.media_http` over a directory (the disk store, which
 keeps a file whole or not at all), behind a bearer token."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from agora.adapters.disk_media import DiskMediaStore
+from agora.adapters.media_disk import DiskMediaStore
 from agora.ports.media import MediaMissing
 
 TOKEN = "media-service-token"

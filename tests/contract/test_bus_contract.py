@@ -22,8 +22,8 @@ import aiormq
 import pytest
 from yarl import URL
 
-from agora.adapters.amqp_bus import AmqpBus, TlsFiles
-from agora.adapters.memory_bus import MemoryBus
+from agora.adapters.bus_amqp import AmqpBus, TlsFiles
+from agora.adapters.bus_memory import MemoryBus
 from agora.ports.bus import Bus, Delivery, PoisonMessage, PublishFailed, Topology
 from tests.conftest import delete_topology
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from agora.adapters.memory_cache import MemoryCache
-from agora.adapters.redis_cache import RedisCache
+from agora.adapters.cache_memory import MemoryCache
+from agora.adapters.cache_redis import RedisCache
 from agora.ports.cache import Cache, CacheUnavailable
 from tests.contract.redis_support import Handler, drop_namespace, forwarding_to, tcp_server
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from agora.adapters.disk_media import DiskMediaStore
-from agora.adapters.http_media import HttpMediaStore
+from agora.adapters.media_disk import DiskMediaStore
+from agora.adapters.media_http import HttpMediaStore
 from agora.ports.media import MediaMissing, MediaStore, MediaTooLarge, MediaUnavailable
 from tests.contract.http_support import serving
 from tests.contract.media_service import TOKEN, media_service

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agora.adapters.log_notifier import LogNotifier
-from agora.adapters.webhook_notifier import WebhookNotifier
+from agora.adapters.notify_log import LogNotifier
+from agora.adapters.notify_webhook import WebhookNotifier
 from agora.ports.notify import Notifier
 from tests.contract.http_support import serving
 

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from agora.adapters.memory_presence import MemoryPresence
-from agora.adapters.redis_presence import RedisPresence
-from agora.backends import build_presence
+from agora.adapters.presence_memory import MemoryPresence
+from agora.adapters.presence_redis import RedisPresence
+from agora.runtime.backends import build_presence
 from agora.ports.presence import Presence, PresenceUnavailable
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.contract.redis_support import drop_namespace
 
 SHORT = 0.2  # seconds: a TTL we wait out with a real sleep

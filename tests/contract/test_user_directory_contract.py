@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agora.errors import Unauthorized
+from agora.core.errors import Unauthorized
 from agora.grpc.server import GrpcServer, registrars_of
 from agora.services.messaging.domain import UserInfo
 from agora.services.messaging.users import (

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from agora.adapters.amqp_bus import REASON_HEADER
+from agora.adapters.bus_amqp import REASON_HEADER
 from tests.e2e.private_servers import PrivateRabbitMQ, PrivateRedis
 from tests.e2e.processes import (
     Deployment,

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.tokens import TokenService
+from agora.security.tokens import TokenService
 from tests.conftest import TEST_SECRET
 from tests.e2e.processes import (
     Deployment,

@@ -24,11 +24,11 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from agora.embedded import EmbeddedApp, create_embedded_app
-from agora.keys import Key
-from agora.migrate import upgrade
-from agora.settings import Settings
-from agora.tokens import TokenService
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
+from agora.security.keys import Key
+from agora.db.migrate import upgrade
+from agora.core.settings import Settings
+from agora.security.tokens import TokenService
 from tests.conftest import make_settings, unique_login
 
 PASSWORD = "correct horse battery"

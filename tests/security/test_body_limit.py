@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 from agora.web.security import BodyLimitMiddleware
 from tests.conftest import make_settings

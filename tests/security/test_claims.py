@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-from agora.tokens import MAX_LIFETIME, REQUIRED_CLAIMS, TokenService
+from agora.security.tokens import MAX_LIFETIME, REQUIRED_CLAIMS, TokenService
 from tests.conftest import make_settings
 from tests.security.support import (
     DROP,
@@ -106,7 +106,7 @@ async def test_wrong_audience(
 
 
 async def test_our_audience_among_others_is_accepted(target: Target) -> None:
-    await target.accepted(with_claims(target, aud=["billing", target.agora.settings.jwt_audience]))
+    await target.accepted(with_claims(target, aud=["billing", target.agora.core.settings.jwt_audience]))
 
 
 async def test_expiry_with_the_largest_leeway(

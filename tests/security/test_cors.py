@@ -10,7 +10,7 @@ import pytest
 from fastapi import APIRouter
 from pydantic import ValidationError
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 from tests.conftest import make_settings
 

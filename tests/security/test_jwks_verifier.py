@@ -22,8 +22,8 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agora import keyring
-from agora.keys import generate_private_key, key_from_private
+from agora.security import keyring
+from agora.security.keys import generate_private_key, key_from_private
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.publications.app import create_app as create_publications_app
 from tests.conftest import make_settings

@@ -21,9 +21,9 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
-from agora.audit_store import AuditEvent
-from agora.embedded import EmbeddedApp, create_embedded_app
-from agora.migrate import upgrade
+from agora.adapters.audit_database import AuditEvent
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
+from agora.db.migrate import upgrade
 from tests.conftest import make_settings, unique_login
 from tests.contract.test_cache_contract import drop_namespace
 
@@ -304,8 +304,8 @@ async def test_with_the_cache_down_logins_still_work(
 def test_block_durations_grow_to_the_cap_and_settings_refuse_nonsense(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from agora.adapters.memory_cache import MemoryCache
-    from agora.audit import Audit
+    from agora.adapters.cache_memory import MemoryCache
+    from agora.core.audit import Audit
     from agora.services.auth.throttle import LoginThrottle
 
     defaults = make_settings(tmp_path)

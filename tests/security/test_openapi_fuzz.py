@@ -21,13 +21,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
-from agora.embedded import EmbeddedApp, create_embedded_app
-from agora.migrate import upgrade
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
+from agora.db.migrate import upgrade
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.messaging.app import create_app as create_messaging_app
 from agora.services.publications.app import create_app as create_publications_app
 from agora.services.social.app import create_app as create_social_app
-from agora.tokens import TokenService
+from agora.security.tokens import TokenService
 from tests.conftest import make_settings, unique_login
 from tests.security.support import PASSWORD
 

@@ -12,8 +12,8 @@ from typing import Any
 import jwt
 import pytest
 
-from agora.keys import KeyDirectory
-from agora.tokens import TokenError, TokenService
+from agora.security.keys import KeyDirectory
+from agora.security.tokens import TokenError, TokenService
 from tests.security.support import new_session, running_agora, wait_active
 
 

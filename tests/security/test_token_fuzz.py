@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jwt.utils import base64url_decode
 
-from agora.keys import KeySet, generate_private_key, key_from_private
-from agora.tokens import (
+from agora.security.keys import KeySet, generate_private_key, key_from_private
+from agora.security.tokens import (
     FORBIDDEN_HEADERS,
     MAX_LIFETIME,
     REQUIRED_CLAIMS,
@@ -179,7 +179,7 @@ def valid_claims(**overrides: Any) -> dict[str, Any]:
 
 
 def policy_allows(header: dict[str, Any], signer: str) -> bool:
-    """Our rules, written independently of tokens.py: which key the header selects, its one
+    """Our rules, written independently of security/tokens.py: which key the header selects, its one
     algorithm, and nothing that brings its own key or critical extension."""
     if FORBIDDEN_HEADERS & header.keys() or header.get("crit"):
         return False

@@ -19,7 +19,7 @@ import httpx
 
 from agora.grpc.server import GrpcServer, registrars_of
 from agora.services.auth.app import create_app as create_auth_app
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -65,7 +65,7 @@ async def running_auth(settings: Settings) -> AsyncIterator[Running]:
 
 @contextlib.asynccontextmanager
 async def running_embedded(settings: Settings) -> AsyncIterator[Running]:
-    from agora.embedded import create_embedded_app
+    from agora.runtime.embedded import create_embedded_app
 
     app = create_embedded_app(settings)
     async with app.running(), _serving(app, app.apps) as running:

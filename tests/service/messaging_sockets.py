@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.messaging_client import Device, ReplyError
 from tests.service.social_harness import Client, social_settings
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.conftest import make_settings, register_and_login
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -53,7 +53,7 @@ async def embedded_client(
     settings: Settings, database_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The embedded app with `settings` (the `embedded` fixture, other settings)."""
-    from agora.embedded import create_embedded_app
+    from agora.runtime.embedded import create_embedded_app
 
     app = create_embedded_app(settings.model_copy(update={"database_url": database_url}))
     async with app.running():

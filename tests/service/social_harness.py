@@ -22,16 +22,16 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 
-from agora.adapters.memory_bus import MemoryBus
-from agora.adapters.redis_cache import RedisCache
-from agora.adapters.redis_presence import RedisPresence
-from agora.adapters.redis_pubsub import RedisPubSub
-from agora.audit_store import AuditEvent
-from agora.backends import Backends
-from agora.db import Database
-from agora.embedded import EmbeddedApp, create_embedded_app
-from agora.migrate import upgrade
-from agora.settings import Settings
+from agora.adapters.bus_memory import MemoryBus
+from agora.adapters.cache_redis import RedisCache
+from agora.adapters.presence_redis import RedisPresence
+from agora.adapters.pubsub_redis import RedisPubSub
+from agora.adapters.audit_database import AuditEvent
+from agora.runtime.backends import Backends
+from agora.db.engine import Database
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
+from agora.db.migrate import upgrade
+from agora.core.settings import Settings
 from tests.conftest import make_settings
 from tests.contract.http_support import serving as http_serving
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask, g
 
 from agora.contrib.flask import EXTENSION, init_app, token_required
-from agora.tokens import TokenService
+from agora.security.tokens import TokenService
 from agora.web.csrf import csrf_token_for
 from tests.conftest import TEST_SECRET, register_and_login
 
@@ -228,7 +228,7 @@ def test_missing_or_short_secret_fails_at_init(secret: str | None) -> None:
 def test_agora_imports_without_flask() -> None:
     code = (
         "import sys; sys.modules['flask'] = None\n"  # makes `import flask` fail
-        "import agora, agora.tokens, agora.web.guard, agora.embedded, agora.cli\n"
+        "import agora, agora.security.tokens, agora.web.guard, agora.runtime.embedded, agora.cli\n"
         "try:\n    import agora.contrib.flask\nexcept ImportError as e:\n    print(e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from agora.audit_store import AuditEvent
-from agora.embedded import EmbeddedApp, create_embedded_app
+from agora.adapters.audit_database import AuditEvent
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
 from agora.grpc.server import GrpcBindError
 from agora.grpc.stubs import messaging_pb2 as pb
 from agora.grpc.stubs import messaging_pb2_grpc, users_pb2, users_pb2_grpc
-from agora.migrate import upgrade
+from agora.db.migrate import upgrade
 from tests.conftest import make_settings, register_and_login
 from tests.service.grpc_harness import Running, bearer, running_embedded, trailing
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.service.messaging_support import (
     Person,
     api_settings,

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.contract.http_support import serving
 from tests.contract.media_service import TOKEN, media_service
 from tests.service.messaging_support import (

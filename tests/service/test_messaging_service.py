@@ -22,12 +22,12 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from agora.adapters.disk_media import DiskMediaStore
-from agora.adapters.memory_cache import MemoryCache
-from agora.audit import Audit
-from agora.audit_store import AuditEvent, database_sink
-from agora.db import Database
-from agora.errors import (
+from agora.adapters.media_disk import DiskMediaStore
+from agora.adapters.cache_memory import MemoryCache
+from agora.core.audit import Audit
+from agora.adapters.audit_database import AuditEvent, database_sink
+from agora.db.engine import Database
+from agora.core.errors import (
     AgoraError,
     Conflict,
     Forbidden,
@@ -41,10 +41,10 @@ from agora.errors import (
 from agora.services.auth.models import User
 from agora.services.messaging.content import clean_text, readable, suspicious_patterns
 from agora.services.messaging.domain import Actor, Conversation, Message
-from agora.services.messaging.limits import MessagingLimits
+from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.media_types import matches
 from agora.services.messaging.models import MsgMessage
-from agora.services.messaging.service import MessagingService
+from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.users import GrpcUserDirectory, LocalUserDirectory, UserDirectory
 from tests.conftest import make_settings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from agora.embedded import EmbeddedApp, create_embedded_app
+from agora.runtime.embedded import EmbeddedApp, create_embedded_app
 from agora.services.messaging.users import UNAVAILABLE_MESSAGE, GrpcUserDirectory
 from tests.conftest import make_settings, register_and_login
 

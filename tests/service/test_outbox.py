@@ -19,17 +19,17 @@ import orjson
 import pytest
 from sqlalchemy import delete, select, update
 
-from agora.adapters.amqp_bus import AmqpBus
-from agora.adapters.memory_bus import MemoryBus
-from agora.adapters.outbox_relay import OutboxRelay
-from agora.backends import Backends
-from agora.db import Database, utcnow
-from agora.passwords import PasswordHasher
+from agora.adapters.bus_amqp import AmqpBus
+from agora.adapters.bus_memory import MemoryBus
+from agora.services.auth.outbox_relay import OutboxRelay
+from agora.runtime.backends import Backends
+from agora.db.engine import Database, utcnow
+from agora.security.passwords import PasswordHasher
 from agora.ports.bus import Delivery, PublishFailed, Topology
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.auth.models import OutboxEvent, User
 from agora.services.auth.repository import OutboxRepository
-from agora.settings import Settings
+from agora.core.settings import Settings
 from tests.conftest import delete_topology, register_and_login
 
 PASSWORD = "correct horse battery"

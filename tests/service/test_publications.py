@@ -22,20 +22,20 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
-from agora.adapters.memory_bus import MemoryBus
-from agora.adapters.memory_cache import MemoryCache
-from agora.audit_store import AuditEvent
-from agora.backends import Backends
-from agora.db import Database, utcnow
+from agora.adapters.bus_memory import MemoryBus
+from agora.adapters.cache_memory import MemoryCache
+from agora.adapters.audit_database import AuditEvent
+from agora.runtime.backends import Backends
+from agora.db.engine import Database, utcnow
 from agora.ports.bus import Delivery, PoisonMessage
 from agora.ports.cache import Cache, CacheUnavailable
-from agora.services.publications import status_cache
+from agora.services.publications.status.service import cache as status_cache
 from agora.services.publications.app import create_app
 from agora.services.publications.models import ProcessedEvent, PubUser
 from agora.services.publications.repository import UserStatus, UserStatusRepository
-from agora.services.publications.status import UserStatusService
-from agora.services.publications.status_cache import UserStatusCache
-from agora.settings import Settings
+from agora.services.publications.status.service import UserStatusService
+from agora.services.publications.status.cache import UserStatusCache
+from agora.core.settings import Settings
 
 
 class UnreachableCache:
@@ -321,7 +321,7 @@ async def test_the_cache_is_used_again_once_it_is_back(
 async def test_status_reaches_redis_with_its_ttl(
     open_stack: OpenStack, redis_url: str, redis_namespace: str
 ) -> None:
-    from agora.adapters.redis_cache import RedisCache
+    from agora.adapters.cache_redis import RedisCache
 
     stack = await open_stack(cache=RedisCache(redis_url, namespace=redis_namespace))
     user = new_user()

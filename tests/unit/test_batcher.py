@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from agora.services.publications.batcher import MicroBatcher
+from agora.services.publications.status.batcher import MicroBatcher
 
 
 class Recorder:

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from agora import cli
-from agora.embedded import EmbeddedApp
+from agora.runtime.embedded import EmbeddedApp
 from tests.conftest import make_settings
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from agora.errors import (
+from agora.core.errors import (
     AgoraError,
     Conflict,
     Forbidden,

@@ -13,9 +13,9 @@ import pytest
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from agora.audit import Audit
-from agora.migrate import upgrade
-from agora.tokens import Identity
+from agora.core.audit import Audit
+from agora.db.migrate import upgrade
+from agora.security.tokens import Identity
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
 from tests.conftest import TEST_SECRET, make_settings

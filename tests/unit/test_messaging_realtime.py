@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agora.adapters.memory_presence import MemoryPresence
-from agora.adapters.memory_pubsub import MemoryPubSub
+from agora.adapters.presence_memory import MemoryPresence
+from agora.adapters.pubsub_memory import MemoryPubSub
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.codes import SLOW_CONSUMER
 from agora.realtime.connection import Connection
@@ -19,10 +19,10 @@ from agora.realtime.hub import Hub
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.rooms import Rooms
 from agora.realtime.scoped_presence import ScopedPresence
-from agora.services.messaging.events import MessagingFanout
-from agora.services.messaging.realtime import user_presence_frame
-from agora.services.messaging.room_presence import RoomPresence
-from agora.services.messaging.typing import TypingIndicators
+from agora.services.messaging.socket.fanout import MessagingFanout
+from agora.services.messaging.socket.wiring import user_presence_frame
+from agora.services.messaging.socket.room_presence import RoomPresence
+from agora.services.messaging.socket.typing_indicators import TypingIndicators
 from tests.unit.test_realtime import Clock, Socket, connection, sent
 
 TOPIC = "conversation:" + "a" * 32

@@ -13,9 +13,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from agora.db import create_engine
-from agora.migrate import downgrade, upgrade
-from agora.models import metadata
+from agora.db.engine import create_engine
+from agora.db.migrate import downgrade, upgrade
+from agora.runtime.metadata import metadata
 from tests.conftest import empty_postgres_database
 
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from starlette.websockets import WebSocket
 
-from agora.adapters.memory_cache import MemoryCache
-from agora.adapters.memory_presence import MemoryPresence
-from agora.adapters.memory_pubsub import MemoryPubSub
+from agora.adapters.cache_memory import MemoryCache
+from agora.adapters.presence_memory import MemoryPresence
+from agora.adapters.pubsub_memory import MemoryPubSub
 from agora.ports.cache import CacheUnavailable
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.codes import SESSION_ENDED, SLOW_CONSUMER
@@ -26,7 +26,7 @@ from agora.realtime.limits import RateLimiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch, disconnected_notice, revoked_notice
 from agora.realtime.tickets import TicketRefused, TicketService
-from agora.tokens import Identity, TokenService
+from agora.security.tokens import Identity, TokenService
 from tests.conftest import TEST_SECRET
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from agora.settings import MIN_SECRET_BYTES, Settings, load_settings
+from agora.core.settings import MIN_SECRET_BYTES, Settings, load_settings
 
 LONG_SECRET = "s" * MIN_SECRET_BYTES
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from agora.tasks import cancel_and_wait, every
+from agora.core.background import cancel_and_wait, every
 
 
 async def test_a_task_that_swallows_one_cancel_still_stops() -> None:

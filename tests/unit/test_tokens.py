@@ -13,9 +13,9 @@ from typing import Any
 import jwt
 import pytest
 
-from agora import tokens as tokens_module
-from agora.keys import KeySet
-from agora.tokens import ACCESS, MAX_TOKEN_BYTES, REQUIRED_CLAIMS, TokenError, TokenService
+from agora.security import tokens as tokens_module
+from agora.security.keys import KeySet
+from agora.security.tokens import ACCESS, MAX_TOKEN_BYTES, REQUIRED_CLAIMS, TokenError, TokenService
 
 SECRET = "unit-test-secret-unit-test-secret-0123456789"
 ISSUER, AUDIENCE = "agora-auth", "agora"

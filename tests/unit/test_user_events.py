@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from agora.ports.bus import Delivery, PoisonMessage
-from agora.services.publications.consumer import parse_event
+from agora.services.publications.status.consumer import parse_event
 from agora.services.publications.repository import UserEvent
 
 

@@ -12,7 +12,7 @@
         return {"owner": g.current_user.user_id}
 
 The token is read from `Authorization: Bearer`, then the `auth_token` cookie, then
-`jwt_token`, and verified by `agora.tokens.TokenService` (signature, algorithm
+`jwt_token`, and verified by `agora.security.tokens.TokenService` (signature, algorithm
 allow-list, exp/nbf/iss/aud/typ). Any refusal is 401 JSON `{"error": ...}` with
 `WWW-Authenticate: Bearer`. As in Agora's own guard, a state-changing request that
 rides on the cookie must carry the double-submit `X-CSRF-Token` (else 403).
@@ -33,9 +33,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("agora.contrib.flask needs Flask: pip install 'agora[flask]'") from exc
 
-from agora.audit import Audit
-from agora.settings import MIN_SECRET_BYTES
-from agora.tokens import MISSING, Identity, TokenError, TokenService
+from agora.core.audit import Audit
+from agora.core.settings import MIN_SECRET_BYTES
+from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 from agora.web.cookies import AUTH_COOKIE, CSRF_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import CSRF_HEADER, SAFE_METHODS, csrf_token_for
 

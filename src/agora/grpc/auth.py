@@ -21,9 +21,9 @@ from urllib.parse import unquote
 
 import grpc
 
-from agora.audit import Audit
+from agora.core.audit import Audit
 from agora.grpc.errors import answered
-from agora.tokens import Identity, TokenError
+from agora.security.tokens import Identity, TokenError
 from agora.web.guard import TokenGuard, TokenRejected
 
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import grpc
 
-from agora.errors import AgoraError, Invalid, TooManyRequests
+from agora.core.errors import AgoraError, Invalid, TooManyRequests
 
 log = logging.getLogger("agora.grpc")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 log = logging.getLogger("agora.grpc")
 

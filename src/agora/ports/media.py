@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from agora.errors import NotFound, PayloadTooLarge, ServiceUnavailable
+from agora.core.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 
 MEDIA_ID = re.compile(r"[0-9a-f]{32}")
 

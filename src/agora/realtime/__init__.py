@@ -8,5 +8,5 @@
 - `presence`: join/leave per user, refresh of device entries, watching other users.
 - `sessions`: session-ended notices (logout, disconnect) that close sockets.
 - `endpoint`: the socket lifecycle (limits, ticket, welcome, read loop, cleanup);
-  a service subclasses it with its own frames (`services/social/frames.py`).
+  a service subclasses it with its own frames (`services/social/socket.py`).
 """

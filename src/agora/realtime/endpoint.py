@@ -4,7 +4,7 @@
     -> cleanup (hub, presence leave, unwatch, timers), always, however it ended
 
 A service subclasses `SocketEndpoint` with `welcome` and `on_frame` (social's in
-`services/social/frames.py`). Every frame a client sends counts against the user's
+`services/social/socket.py`). Every frame a client sends counts against the user's
 message limit before `on_frame` sees it. The task serving the socket reads it; a
 writer task exists only while frames wait to be sent (`Connection`). The socket ends
 when the client leaves, a send to it fails, or the server closes it: a close (session
@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agora.audit import Audit
+from agora.core.audit import Audit
 from agora.realtime.codes import (
     FRAME_TOO_LARGE,
     SERVER_ERROR,

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 
 from agora.ports.cache import Cache, CacheUnavailable
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 log = logging.getLogger("agora.realtime.limits")
 

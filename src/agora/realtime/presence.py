@@ -25,7 +25,7 @@ from agora.ports.presence import Presence
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
-from agora.tasks import cancel_and_wait, every
+from agora.core.background import cancel_and_wait, every
 
 log = logging.getLogger("agora.realtime.presence")
 

@@ -28,7 +28,7 @@ from agora.ports.pubsub import PubSub
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.codes import SESSION_ENDED
 from agora.realtime.hub import Hub
-from agora.tokens import Identity
+from agora.security.tokens import Identity
 
 log = logging.getLogger("agora.realtime.sessions")
 

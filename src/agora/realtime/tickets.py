@@ -31,7 +31,7 @@ from agora.realtime.codes import (
     WRONG_TYPE,
     CloseReason,
 )
-from agora.tokens import Identity, IssuedToken, TokenError, TokenService
+from agora.security.tokens import Identity, IssuedToken, TokenError, TokenService
 from agora.web.guard import RevocationCheck
 
 WS_CONNECT = "ws-connect"

@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from agora.audit import Audit
-from agora.audit_store import database_sink
-from agora.backends import Backends
+from agora.core.audit import Audit
+from agora.adapters.audit_database import database_sink
+from agora.runtime.backends import Backends
 from agora.grpc.server import process_server, registrars_of
-from agora.keyring import KeyRefresher, initial_keyset
-from agora.revocation import RevocationStore
-from agora.settings import Settings
-from agora.tokens import TokenService
+from agora.security.keyring import KeyRefresher, initial_keyset
+from agora.security.revocation import RevocationStore
+from agora.core.settings import Settings
+from agora.security.tokens import TokenService
 from agora.web.errors import install_error_handlers
 from agora.web.guard import TokenGuard
 from agora.web.security import ServiceApp, install_http_policy

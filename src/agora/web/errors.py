@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from agora.errors import AgoraError, Invalid, TooManyRequests, Unauthorized
+from agora.core.errors import AgoraError, Invalid, TooManyRequests, Unauthorized
 
 log = logging.getLogger("agora.web")
 

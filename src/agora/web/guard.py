@@ -17,9 +17,9 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
-from agora.audit import Audit
-from agora.errors import Forbidden, Unauthorized
-from agora.tokens import MISSING, Identity, TokenError, TokenService
+from agora.core.audit import Audit
+from agora.core.errors import Forbidden, Unauthorized
+from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import csrf_ok
 

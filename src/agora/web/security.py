@@ -16,7 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.errors import error_response
 
 Header = tuple[bytes, bytes]

@@ -4,14 +4,14 @@ import asyncio
 
 from fastapi import FastAPI
 
-from agora.adapters.outbox_relay import OutboxRelay
-from agora.backends import Backends
-from agora.passwords import PasswordHasher
+from agora.services.auth.outbox_relay import OutboxRelay
+from agora.runtime.backends import Backends
+from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 
 PATH_PREFIXES = ("/auth/", "/login")

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import grpc
 from fastapi import FastAPI
 
-from agora.db import Database
-from agora.errors import Invalid, NotFound
+from agora.db.engine import Database
+from agora.core.errors import Invalid, NotFound
 from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
 from agora.grpc.server import Registrar
 from agora.grpc.stubs import users_pb2, users_pb2_grpc

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agora.db import Base, UTCDateTime, utcnow
+from agora.db.engine import Base, UTCDateTime, utcnow
 
 
 class User(Base):

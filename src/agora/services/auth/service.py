@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agora.audit import Audit
-from agora.db import Database, utcnow
-from agora.errors import Conflict, Unauthorized
-from agora.passwords import PasswordHasher
+from agora.core.audit import Audit
+from agora.db.engine import Database, utcnow
+from agora.core.errors import Conflict, Unauthorized
+from agora.security.passwords import PasswordHasher
 from agora.ports.pubsub import PubSub
 from agora.realtime.sessions import publish_notice, revoked_notice
-from agora.revocation import RevocationStore
+from agora.security.revocation import RevocationStore
 from agora.services.auth.models import User
 from agora.services.auth.repository import (
     DuplicateUser,
@@ -25,7 +25,7 @@ from agora.services.auth.repository import (
 )
 from agora.services.auth.schemas import RegisterRequest
 from agora.services.auth.throttle import LoginThrottle
-from agora.tokens import Identity, IssuedToken, TokenService
+from agora.security.tokens import Identity, IssuedToken, TokenService
 
 INVALID_CREDENTIALS = "Invalid credentials"
 TAKEN = {"login": "Login already taken", "email": "Email already registered"}

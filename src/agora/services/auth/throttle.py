@@ -51,10 +51,10 @@ import math
 from typing import Literal
 from urllib.parse import quote
 
-from agora.audit import Audit
-from agora.errors import TooManyRequests
+from agora.core.audit import Audit
+from agora.core.errors import TooManyRequests
 from agora.ports.cache import Cache, CacheUnavailable
-from agora.settings import Settings
+from agora.core.settings import Settings
 
 log = logging.getLogger("agora.auth.throttle")
 

@@ -16,21 +16,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from agora.adapters.disk_media import DiskMediaStore
-from agora.adapters.http_media import HttpMediaStore
-from agora.adapters.log_notifier import LogNotifier
-from agora.adapters.webhook_notifier import WebhookNotifier
-from agora.backends import Backends
+from agora.adapters.media_disk import DiskMediaStore
+from agora.adapters.media_http import HttpMediaStore
+from agora.adapters.notify_log import LogNotifier
+from agora.adapters.notify_webhook import WebhookNotifier
+from agora.runtime.backends import Backends
 from agora.ports.media import MediaStore
 from agora.ports.notify import Notifier
 from agora.services.messaging.grpc_api import messaging_service
-from agora.services.messaging.limits import MessagingLimits
-from agora.services.messaging.media_routes import upload_body_limits
-from agora.services.messaging.realtime import build_messaging_realtime
-from agora.services.messaging.routes import router
-from agora.services.messaging.service import MessagingService
+from agora.services.messaging.rate_limits import MessagingLimits
+from agora.services.messaging.http.media_routes import upload_body_limits
+from agora.services.messaging.socket.wiring import build_messaging_realtime
+from agora.services.messaging.http.routes import router
+from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.users import GrpcUserDirectory, LocalUserDirectory, UserDirectory
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 
 PATH_PREFIXES = ("/api/v1/", "/socket/")

@@ -16,7 +16,7 @@ from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
 from agora.grpc.server import Registrar
 from agora.grpc.stubs import messaging_pb2, messaging_pb2_grpc
 from agora.services.messaging.domain import Actor, MediaRef, Message, iso
-from agora.services.messaging.service import MessagingService
+from agora.services.messaging.service.messages import MessagingService
 
 DEFAULT_PAGE = 50  # as GET /api/v1/conversations/{id}/messages
 

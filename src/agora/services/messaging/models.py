@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agora.db import Base, UTCDateTime, utcnow
+from agora.db.engine import Base, UTCDateTime, utcnow
 
 ID_LENGTH = 32  # uuid4().hex
 USER_ID_LENGTH = 64

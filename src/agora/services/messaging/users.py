@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from agora.db import Database
-from agora.errors import AgoraError, Forbidden, ServiceUnavailable, Unauthorized
+from agora.db.engine import Database
+from agora.core.errors import AgoraError, Forbidden, ServiceUnavailable, Unauthorized
 from agora.grpc.stubs import users_pb2, users_pb2_grpc
 from agora.services.auth.grpc_api import MAX_BATCH, account_ids
 from agora.services.auth.repository import UserRepository

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from agora.backends import Backends
-from agora.services.publications.consumer import UserEventConsumer
+from agora.runtime.backends import Backends
+from agora.services.publications.status.consumer import UserEventConsumer
 from agora.services.publications.routes import router
 from agora.services.publications.service import PublicationService
-from agora.services.publications.status import UserStatusService
-from agora.services.publications.status_cache import UserStatusCache
-from agora.services.publications.sweeper import IdleSweeper
-from agora.settings import Settings
+from agora.services.publications.status.service import UserStatusService
+from agora.services.publications.status.cache import UserStatusCache
+from agora.services.publications.status.sweeper import IdleSweeper
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 
 PATH_PREFIXES = ("/api/publications",)

@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from agora.errors import Forbidden
-from agora.services.publications.status import UserStatusService
-from agora.tokens import Identity
+from agora.core.errors import Forbidden
+from agora.services.publications.status.service import UserStatusService
+from agora.security.tokens import Identity
 from agora.web.guard import CurrentUser
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agora.db import Base, UTCDateTime
+from agora.db.engine import Base, UTCDateTime
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from agora.backends import Backends
+from agora.runtime.backends import Backends
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.hub import Hub
 from agora.realtime.limits import RateLimiter, realtime_limiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
-from agora.services.social.frames import SocialSocket
+from agora.services.social.socket import SocialSocket
 from agora.services.social.routes import SOCKET, router
-from agora.settings import Settings
+from agora.core.settings import Settings
 from agora.web.app import build_service_app
 
 PATH_PREFIXES = ("/social/",)

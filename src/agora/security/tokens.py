@@ -1,0 +1,185 @@
+"""Issue and verify Agora's JWTs. Framework-free: web guards and Flask wrap this.
+
+Verification follows RFC 8725: the key is found by the header's `kid` in our own key
+set and only that key's one algorithm is accepted (see `keys`), no key material is
+taken from the header, every time claim is required and checked.
+A successfully verified access token is remembered until its `exp` so that a
+second check costs a dictionary lookup; revocation is checked by the caller on
+every request, so a revoked token never rides on this cache.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cachetools import TLRUCache
+
+from agora.security.keys import ALGORITHMS, Key, KeySet
+
+ACCESS = "access"
+MAX_TOKEN_BYTES = 8192
+ALLOWED_ALGORITHMS = frozenset(ALGORITHMS)
+# Header parameters that would let a token choose its own verification key.
+FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+# No token lives longer than the longest AGORA_TOKEN_TTL (a day). A far-future `exp`
+# (a peer's bug; year 33658) is refused: revoking it would have to last as long.
+MAX_LIFETIME = 86_400
+
+
+class TokenError(Exception):
+    """A token was refused. `message` is safe to show to the client."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+MISSING = TokenError("Token required", "missing")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for; what handlers receive as the current user."""
+
+    user_id: str
+    login: str
+    jti: str
+    exp: int
+    claims: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: int
+    expires_in: int
+
+
+class TokenService:
+    def __init__(
+        self,
+        keys: KeySet | str,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: int = 3600,
+        leeway: int = 30,
+        cache_size: int = 10_000,
+    ) -> None:
+        if not 0 <= leeway <= 60:
+            raise ValueError("leeway must be between 0 and 60 seconds")
+        # Swapped whole (never mutated) when keys rotate or a JWKS is refetched.
+        self.keys = KeySet.from_secret(keys) if isinstance(keys, str) else keys
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self.leeway = leeway
+        self._verified: TLRUCache[str, Identity] | None = (
+            TLRUCache(maxsize=cache_size, ttu=lambda _k, ident, _now: ident.exp, timer=time.time)
+            if cache_size
+            else None
+        )
+
+    def issue(self, subject: str, typ: str, ttl: int, **extra: Any) -> IssuedToken:
+        now = int(time.time())
+        jti = uuid.uuid4().hex
+        claims = {
+            "sub": subject,
+            "user_id": subject,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": jti,
+            "typ": typ,
+            **extra,
+        }
+        key = self.keys.signing_key
+        token = jwt.encode(
+            claims, key.signer, algorithm=key.alg, headers={"typ": "JWT", "kid": key.kid}
+        )
+        return IssuedToken(token=token, jti=jti, expires_at=now + ttl, expires_in=ttl)
+
+    def issue_access(self, user_id: str, login: str) -> IssuedToken:
+        return self.issue(user_id, ACCESS, self.ttl, login=login)
+
+    def verify(self, token: str, typ: str = ACCESS) -> Identity:
+        """Return the identity behind `token`, or raise TokenError."""
+        if self._verified is not None and typ == ACCESS:
+            cached = self._verified.get(token)
+            if cached is not None:
+                return cached
+        identity = self._verify_fully(token, typ)
+        if self._verified is not None and typ == ACCESS:
+            self._verified[token] = identity
+        return identity
+
+    def _verify_fully(self, token: str, typ: str) -> Identity:
+        if not token:
+            raise MISSING
+        if len(token) > MAX_TOKEN_BYTES:
+            raise TokenError("Invalid token", "too_large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("Invalid token", "malformed") from exc
+        alg = header.get("alg")
+        # A list or object as "alg" would be unhashable: refuse it before the set lookup.
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
+            raise TokenError("Invalid token", "algorithm_not_allowed")
+        if FORBIDDEN_HEADERS & header.keys() or header.get("crit"):
+            raise TokenError("Invalid token", "forbidden_header")
+        key = self._key_for(header)
+        if alg != key.alg:  # each key has one algorithm; the token cannot choose another
+            raise TokenError("Invalid token", "algorithm_mismatch")
+        try:
+            claims = jwt.decode(
+                token,
+                key.verifying,
+                algorithms=[key.alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("Token expired", "expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise TokenError("Invalid token", "not_yet_valid") from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("Invalid token", type(exc).__name__) from exc
+        if int(claims["exp"]) > time.time() + MAX_LIFETIME + self.leeway:
+            raise TokenError("Invalid token", "lifetime_too_long")
+        if claims.get("typ") != typ:
+            raise TokenError("Invalid token type", "wrong_type")
+        user_id = claims.get("user_id", claims["sub"])
+        if not isinstance(user_id, str) or user_id != claims["sub"]:
+            raise TokenError("Invalid token", "bad_subject")
+        return Identity(
+            user_id=user_id,
+            login=str(claims.get("login", "")),
+            jti=str(claims["jti"]),
+            exp=int(claims["exp"]),
+            claims=claims,
+        )
+
+    def _key_for(self, header: dict[str, Any]) -> Key:
+        kid = header.get("kid")
+        if kid is None:
+            # Peers that sign with the shared secret may not name a key.
+            key = self.keys.hmac()
+        elif isinstance(kid, str):
+            key = self.keys.get(kid)
+        else:
+            key = None
+        if key is None:
+            raise TokenError("Invalid token", "unknown_kid")
+        return key

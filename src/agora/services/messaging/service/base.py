@@ -1,0 +1,89 @@
+"""What every part of `MessagingService` shares: its ports, membership, announcements.
+
+`MessagingService` (service.py) is this plus conversations (conversations.py), uploads
+(media_uploads.py) and messages (service.py itself): one object for callers, one file
+per concern for readers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+from agora.core.audit import Audit
+from agora.db.engine import Database
+from agora.core.errors import Forbidden, NotFound
+from agora.ports.media import MediaStore
+from agora.ports.notify import Notifier
+from agora.services.messaging import validation
+from agora.services.messaging.content import suspicious_patterns
+from agora.services.messaging.domain import Actor
+from agora.services.messaging.socket.fanout import MessagingEvents
+from agora.services.messaging.rate_limits import MessagingLimits
+from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.users import UserDirectory
+from agora.core.settings import Settings
+
+log = logging.getLogger("agora.messaging")
+
+
+class ServiceCore:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        users: UserDirectory,
+        media: MediaStore,
+        events: MessagingEvents,
+        notifier: Notifier,
+        limits: MessagingLimits,
+        audit: Audit,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.users = users
+        self.media = media
+        self.events = events
+        self.notifier = notifier
+        self.limits = limits
+        self.audit = audit
+        self.settings = settings
+
+    async def _require_member(self, actor: Actor, conversation_id: str) -> str:
+        """The conversation id, checked; NotFound unless the actor is a member."""
+        conversation_id = validation.conversation_id(conversation_id)
+        async with self.db.single_read() as connection:
+            read_seq = await MessagingRepository(connection).read_seq(
+                conversation_id, actor.user_id
+            )
+        if read_seq is None:
+            raise NotFound(validation.CONVERSATION_NOT_FOUND)
+        return conversation_id
+
+    async def _announce(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
+        """Push an event to every device of `user_ids`; a failure is logged, not raised:
+        the change is stored, and devices catch up when they reconnect."""
+        try:
+            await self.events.publish(list(user_ids), event, payload)
+        except Exception:
+            log.exception("could not publish %s", event)
+
+    async def _audit_suspicious(self, actor: Actor, raw: str, **fields: Any) -> None:
+        """Audit what looks like an attack in what a user wrote (stored sanitized anyway)."""
+        found = suspicious_patterns(raw)
+        if found:
+            await self.audit.record(
+                "messaging.suspicious_content",
+                user_id=actor.user_id,
+                ip=actor.ip,
+                patterns=found,
+                **fields,
+            )
+
+    async def _refuse(self, actor: Actor, action: str, message: str, **fields: Any) -> NoReturn:
+        """Audit a refusal, then raise it (403)."""
+        await self.audit.record(
+            "messaging.forbidden", action=action, user_id=actor.user_id, ip=actor.ip, **fields
+        )
+        raise Forbidden(message)

@@ -1,0 +1,189 @@
+"""Messaging's real-time events: the `MessagingEvents` port and its socket fan-out.
+
+`MessagingService` calls `publish(members, "message:new", message_json)` after a commit;
+every socket device of each member that joined its `user:<id>` topic receives
+`{"topic": "user:<id>", "event": ..., "payload": ..., "ref": null}`, on whichever
+instance it is connected to. The payload is serialized once per publish; each user's
+frame is that text inside its topic's envelope, and travels as is on the user's
+pub/sub channel (`realtime.Hub`, `<key_prefix>messaging:user:<id>`), to be queued
+unchanged on the user's devices.
+
+Delivery is live only: the durable path is the database, and a device that was away
+catches up on join (`MessagingService.catch_up`). A pub/sub outage is logged, never
+raised: the message is stored, and the service must not fail the sender for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import orjson
+
+from agora.ports.presence import PresenceUnavailable
+from agora.realtime.connection import Connection
+from agora.realtime.hub import Hub
+from agora.realtime.presence import PresenceTracker
+from agora.realtime.rooms import Held, Rooms
+from agora.services.messaging.socket.protocol import push, push_serialized
+
+log = logging.getLogger("agora.messaging.events")
+
+CONVERSATION_UPDATED = "conversation:updated"
+# How a conversation:updated frame starts its event field (push_serialized's layout),
+# so the frames of every other event are passed on without being parsed.
+_UPDATED_MARK = '"event":"conversation:updated"'
+
+
+class MessagingEvents(Protocol):
+    async def publish(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
+        """Push `event` to every device of these users that joined its `user:<id>` topic."""
+        ...
+
+    async def online(self, user_ids: Iterable[str]) -> set[str]:
+        """The users among `user_ids` with a live messaging device."""
+        ...
+
+
+def user_topic(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def conversation_topic(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+class MessagingFanout:
+    """`MessagingEvents` over a Hub holding every messaging socket of this instance.
+
+    The hub's channels are subscribed from a user's first socket to their last (the
+    endpoint adds and removes sockets); this class, not the hub, takes the channel's
+    messages (`start` routes the hub's prefix here; the hub itself is never started)
+    and queues each frame only on the sockets that joined their user topic.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        presence: PresenceTracker,
+        rooms: Rooms | None = None,
+        *,
+        max_contacts: int = 500,
+    ) -> None:
+        self.hub = hub
+        self.presence = presence
+        self.rooms = rooms  # told of membership changes, to drop removed members
+        self.max_contacts = max_contacts  # users whose presence one socket follows
+        self.joined: set[Connection] = set()
+        self._held: dict[Connection, Held] = {}
+        self._follows: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.hub.router.route(self.hub.prefix, self._on_message)
+
+    async def stop(self) -> None:
+        self.hub.router.unroute(self.hub.prefix, self._on_message)
+        for task in tuple(self._follows):
+            task.cancel()
+
+    # --- the port --------------------------------------------------------------------------
+
+    async def publish(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
+        body = orjson.dumps(payload).decode()
+        users = list(dict.fromkeys(user_ids))
+        try:
+            await self.hub.deliver_many(
+                (user, push_serialized(user_topic(user), event, body)) for user in users
+            )
+        except Exception:  # stored already: the devices catch up on their next join
+            log.warning("%s not pushed to %d users", event, len(users), exc_info=True)
+        if event == CONVERSATION_UPDATED and self.rooms is not None:
+            await self._membership(payload)
+
+    async def online(self, user_ids: Iterable[str]) -> set[str]:
+        """Who has a live socket; nobody when presence is unreachable (the caller then
+        notifies everyone: a duplicate notification beats a lost one)."""
+        try:
+            return await self.presence.online(user_ids)
+        except PresenceUnavailable:
+            log.warning("presence unreachable: treating every user as offline")
+            return set()
+
+    async def _membership(self, conversation: dict[str, Any]) -> None:
+        conversation_id, members = conversation.get("id"), conversation.get("members")
+        if not isinstance(conversation_id, str) or not isinstance(members, list):
+            return
+        assert self.rooms is not None
+        try:
+            await self.rooms.emit(
+                conversation_topic(conversation_id), {"kind": "members", "members": members}
+            )
+        except Exception:  # pub/sub down: removed members keep the topic until they leave
+            log.warning("membership of %s not broadcast", conversation_id, exc_info=True)
+
+    # --- sockets of this instance ----------------------------------------------------------
+
+    def join(self, conn: Connection, *, hold: bool = False) -> None:
+        """`conn` joined its user topic; with `hold`, keep its pushes until `release`."""
+        self.joined.add(conn)
+        if hold and conn not in self._held:
+            self._held[conn] = Held(conn)
+
+    def release(self, conn: Connection) -> None:
+        held = self._held.pop(conn, None)
+        if held is not None:
+            held.release()
+
+    def leave(self, conn: Connection) -> None:
+        self.joined.discard(conn)
+        self._held.pop(conn, None)
+
+    def _on_message(self, channel: str, message: bytes) -> None:
+        devices = [
+            conn for conn in self.hub.local(channel[len(self.hub.prefix) :]) if conn in self.joined
+        ]
+        if not devices:
+            return
+        frame = message.decode()
+        for conn in devices:
+            held = self._held.get(conn)
+            if held is not None:
+                held.add(frame)
+            else:
+                conn.send(frame)
+        if _UPDATED_MARK in frame:
+            self._follow_new_members(devices, frame)
+
+    # --- presence of new contacts ----------------------------------------------------------
+
+    def _follow_new_members(self, devices: list[Connection], frame: str) -> None:
+        """A conversation gained members: the user's sockets follow their presence too,
+        as they follow the contacts they had when they joined their user topic."""
+        try:
+            members = orjson.loads(frame)["payload"]["members"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if not isinstance(members, list):
+            return
+        for conn in devices:
+            new = [m for m in members if isinstance(m, str) and m != conn.user_id]
+            new = [m for m in new if m not in conn.watching]
+            room = self.max_contacts - len(conn.watching)
+            if new and room > 0:
+                task = asyncio.create_task(self._follow(conn, new[:room]))
+                self._follows.add(task)
+                task.add_done_callback(self._follows.discard)
+
+    async def _follow(self, conn: Connection, users: list[str]) -> None:
+        try:
+            online = await self.presence.watch(conn, users)
+        except Exception:  # presence down: the next user-topic join follows them
+            log.warning("presence of new contacts not followed", exc_info=True)
+            return
+        joins = sorted(user for user in users if user in online)
+        if joins and conn in self.joined:
+            conn.send(
+                push(user_topic(conn.user_id), "presence_diff", {"joins": joins, "leaves": []})
+            )
