@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.responses import Response
 
 from agora.core.settings import load_settings
+from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser
 
@@ -41,10 +42,11 @@ async def me(user: CurrentUser) -> Response:
 
 def create_app() -> FastAPI:
     """Settings come from AGORA_* variables, which bench.run sets for the workers."""
+    settings = load_settings()
     return build_service_app(
         name="bench",
-        settings=load_settings(),
-        backends=None,
+        settings=settings,
+        backends=build_backends(settings),
         routers=[router],
         path_prefixes=("/bench/",),
     )

@@ -66,15 +66,17 @@ from sqlalchemy import func, select
 
 from agora.adapters.bus_amqp import AmqpBus
 from agora.adapters.cache_redis import RedisCache
-from agora.runtime.backends import Backends
-from agora.db.engine import Database
+from agora.adapters.presence_memory import MemoryPresence
+from agora.adapters.pubsub_memory import MemoryPubSub
 from agora.core.logs import configure_logging
+from agora.core.settings import Settings
+from agora.db.engine import Database
 from agora.db.migrate import upgrade
+from agora.ports.backends import Backends
 from agora.ports.bus import Topology
 from agora.services.publications.app import create_app
-from agora.services.publications.status.consumer import BATCH_SIZE, UserEventConsumer
 from agora.services.publications.models import ProcessedEvent, PubUser
-from agora.core.settings import Settings
+from agora.services.publications.status.consumer import BATCH_SIZE, UserEventConsumer
 
 try:
     import uvloop
@@ -196,7 +198,9 @@ async def run_row(
             }
         )
         cache = RedisCache(REDIS_URL, namespace=namespace)
-        backends = Backends(Database(pg_url), cache, AmqpBus(AMQP_URL, topology))
+        backends = Backends(
+            Database(pg_url), cache, AmqpBus(AMQP_URL, topology), MemoryPubSub(), MemoryPresence()
+        )
         app = create_app(settings, backends)
         if batch_size != BATCH_SIZE:
             app.state.user_events = UserEventConsumer(app.state.user_status, batch_size=batch_size)

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from agora.core.settings import Settings
 from agora.db.migrate import upgrade
 from agora.ports.bus import Topology
-from agora.core.settings import Settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PG_ADMIN_DSN = os.environ.get("AGORA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")

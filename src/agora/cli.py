@@ -14,21 +14,21 @@ import uvicorn
 from pydantic import ValidationError
 
 from agora.core.errors import AgoraError
-from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
 from agora.core.logs import configure_logging
-from agora.db.migrate import upgrade
 from agora.core.settings import Settings, load_settings
+from agora.db.migrate import upgrade
+from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
 
 SERVICE_ENV = "AGORA_SERVE_SERVICE"
 
 
 def build_app(service: str, settings: Settings) -> Any:
-    from agora.runtime.registry import service_factories
+    from agora.runtime.registry import build_app as build_process_app
 
-    factories = service_factories()
-    if service not in factories:
-        raise SystemExit(f"unknown service {service!r}; choose from {', '.join(factories)}")
-    return factories[service](settings, None)
+    try:
+        return build_process_app(service, settings)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def app_factory() -> Any:
@@ -112,7 +112,7 @@ def _read_password() -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
-    from agora.services.auth.app import create_app
+    from agora.runtime.registry import build_app as build_process_app
     from agora.services.auth.schemas import RegisterRequest
 
     settings = load_settings()
@@ -130,9 +130,9 @@ def cmd_users_create(args: argparse.Namespace) -> None:
 
     async def create() -> dict[str, str]:
         # A one-off command, beside a server that may hold the gRPC port: no gRPC here.
-        app = create_app(settings.model_copy(update={"grpc_port": 0}))
-        async with app.router.lifespan_context(app):
-            user = await app.state.auth_service.register(request)
+        process = build_process_app("auth", settings.model_copy(update={"grpc_port": 0}))
+        async with process.running():
+            user = await process.apps[0].state.auth_service.register(request)
         return {"id": str(user.id), "login": user.login, "email": user.email, "name": user.name}
 
     try:

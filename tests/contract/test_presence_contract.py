@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from agora.adapters.presence_memory import MemoryPresence
 from agora.adapters.presence_redis import RedisPresence
-from agora.runtime.backends import build_presence
-from agora.ports.presence import Presence, PresenceUnavailable
 from agora.core.settings import Settings
+from agora.ports.presence import Presence, PresenceUnavailable
+from agora.runtime.backends import build_presence
 from tests.contract.redis_support import drop_namespace
 
 SHORT = 0.2  # seconds: a TTL we wait out with a real sleep

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 from agora.adapters import pubsub_redis as redis_pubsub
 from agora.adapters.pubsub_memory import MemoryPubSub
 from agora.adapters.pubsub_redis import RedisPubSub
-from agora.runtime.backends import build_pubsub
-from agora.ports.pubsub import MessageHandler, PubSub, PubSubUnavailable
 from agora.core.settings import Settings
+from agora.ports.pubsub import MessageHandler, PubSub, PubSubUnavailable
+from agora.runtime.backends import build_pubsub
 from tests.contract.redis_support import forwarding_to, tcp_server
 
 DEADLINE = 3.0  # seconds to wait for a delivery that must come

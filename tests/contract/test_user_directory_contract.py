@@ -19,16 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from agora.adapters.users_grpc import GrpcUserDirectory
 from agora.core.errors import Unauthorized
 from agora.grpc.server import GrpcServer, registrars_of
-from agora.services.messaging.domain import UserInfo
-from agora.services.messaging.users import (
-    BATCH_LIMIT,
-    GrpcUserDirectory,
-    LocalUserDirectory,
-    UserDirectory,
-    UsersUnavailable,
-)
+from agora.ports.users import MAX_BATCH, UserDirectory, UserInfo, UsersUnavailable
+from agora.services.auth.user_directory import LocalUserDirectory
 from tests.conftest import make_settings, register_and_login
 from tests.service.grpc_harness import Running, running_auth
 
@@ -97,8 +92,8 @@ async def test_duplicates_and_nothing(directory: Directory) -> None:
 
 
 async def test_more_ids_than_one_batch(directory: Directory) -> None:
-    padding = [str(10_000_000 + n) for n in range(BATCH_LIMIT * 2 + 7)]
-    ids = [*padding[:BATCH_LIMIT], *(u.id for u in directory.known), *padding[BATCH_LIMIT:]]
+    padding = [str(10_000_000 + n) for n in range(MAX_BATCH * 2 + 7)]
+    ids = [*padding[:MAX_BATCH], *(u.id for u in directory.known), *padding[MAX_BATCH:]]
     found = await directory.users.get_users(ids, directory.token)
     assert found == {user.id: user for user in directory.known}
 

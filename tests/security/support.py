@@ -24,10 +24,11 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
-from agora.security.keys import Key
-from agora.db.migrate import upgrade
 from agora.core.settings import Settings
+from agora.db.migrate import upgrade
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
+from agora.security.keys import Key
 from agora.security.tokens import TokenService
 from tests.conftest import make_settings, unique_login
 
@@ -38,7 +39,7 @@ PASSWORD = "correct horse battery"
 class Agora:
     """Every service in one process on a database of the test's own, with a client."""
 
-    app: EmbeddedApp
+    app: ProcessApp
     client: httpx.AsyncClient
     settings: Settings
 

@@ -50,7 +50,7 @@ async def test_login_signs_with_the_asymmetric_key_and_protected_routes_accept_i
         session = await new_session(agora.client)
         header = jwt.get_unverified_header(session.token)
         assert header["alg"] == alg
-        assert header["kid"] == agora.signing_key.kid == agora.security.tokens.keys.signing_kid
+        assert header["kid"] == agora.signing_key.kid == agora.tokens.keys.signing_kid
 
         me = await agora.client.get("/auth/api/me", headers=session.bearer)
         assert me.status_code == 200, me.text
@@ -68,13 +68,13 @@ async def test_login_signs_with_the_asymmetric_key_and_protected_routes_accept_i
 async def test_jwks_publishes_exactly_the_public_keys(tmp_path: Path, alg: str) -> None:
     # The test settings also hold an HMAC secret (for HS256 peers): it must stay private.
     async with running_agora(tmp_path, jwt_algorithm=alg) as agora:
-        assert agora.security.tokens.keys.hmac() is not None
+        assert agora.tokens.keys.hmac() is not None
         response = await agora.client.get("/auth/.well-known/jwks.json")
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/jwk-set+json"
         jwks = response.json()
 
-        asymmetric = {k.kid: k for k in agora.security.tokens.keys.keys() if k.alg != "HS256"}
+        asymmetric = {k.kid: k for k in agora.tokens.keys.keys() if k.alg != "HS256"}
         assert {entry["kid"] for entry in jwks["keys"]} == set(asymmetric)
         for entry in jwks["keys"]:
             assert not PRIVATE_MEMBERS & entry.keys(), entry
@@ -207,9 +207,9 @@ async def test_an_hs256_peer_with_the_shared_secret_is_accepted_beside_a_key_pai
 ) -> None:
     async with running_agora(tmp_path, jwt_algorithm="ES256") as agora:
         session = await new_session(agora.client)
-        hmac_key = agora.security.tokens.keys.hmac()
+        hmac_key = agora.tokens.keys.hmac()
         assert hmac_key is not None
         header = {"alg": "HS256", "typ": "JWT"} | ({"kid": hmac_key.kid} if with_kid else {})
-        token = hs256_by_hand(header, claims_for(session, agora.core.settings), TEST_SECRET.encode())
+        token = hs256_by_hand(header, claims_for(session, agora.settings), TEST_SECRET.encode())
         me = await agora.client.get("/auth/api/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text

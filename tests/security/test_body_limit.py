@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from agora.core.settings import Settings
+from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from agora.web.security import BodyLimitMiddleware
 from tests.conftest import make_settings
@@ -52,10 +53,11 @@ async def forgiving(request: Request) -> Any:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     calls.clear()
+    settings = make_settings(tmp_path, max_body_bytes=LIMIT)
     app: FastAPI = build_service_app(
         name="limit-test",
-        settings=make_settings(tmp_path, max_body_bytes=LIMIT),
-        backends=None,
+        settings=settings,
+        backends=build_backends(settings),
         routers=[router],
         path_prefixes=("/t/",),
     )

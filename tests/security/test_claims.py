@@ -106,7 +106,7 @@ async def test_wrong_audience(
 
 
 async def test_our_audience_among_others_is_accepted(target: Target) -> None:
-    await target.accepted(with_claims(target, aud=["billing", target.agora.core.settings.jwt_audience]))
+    await target.accepted(with_claims(target, aud=["billing", target.agora.settings.jwt_audience]))
 
 
 async def test_expiry_with_the_largest_leeway(

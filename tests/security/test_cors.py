@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from agora.core.settings import Settings
+from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from tests.conftest import make_settings
 
@@ -30,10 +31,11 @@ async def post_ok() -> dict[str, bool]:
 
 
 async def client_with(tmp_path: Path, **overrides: object) -> httpx.AsyncClient:
+    settings = make_settings(tmp_path, **overrides)
     app = build_service_app(
         name="cors-test",
-        settings=make_settings(tmp_path, **overrides),
-        backends=None,
+        settings=settings,
+        backends=build_backends(settings),
         routers=[router],
         path_prefixes=("/t/",),
     )

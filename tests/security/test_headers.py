@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, StreamingResponse
 
+from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser
 from tests.conftest import make_settings, register_and_login
@@ -77,10 +78,11 @@ def assert_secure(response: httpx.Response, expected: dict[str, str] = EXPECTED)
 
 
 def service_app(tmp_path: Path, **overrides: Any) -> FastAPI:
+    settings = make_settings(tmp_path, **overrides)
     return build_service_app(
         name="headers-test",
-        settings=make_settings(tmp_path, **overrides),
-        backends=None,
+        settings=settings,
+        backends=build_backends(settings),
         routers=[router],
         path_prefixes=("/t/",),
     )

@@ -22,10 +22,9 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agora.runtime.registry import build_app
 from agora.security import keyring
 from agora.security.keys import generate_private_key, key_from_private
-from agora.services.auth.app import create_app as create_auth_app
-from agora.services.publications.app import create_app as create_publications_app
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
 from tests.security.support import (
@@ -90,8 +89,9 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
     auth_settings = make_settings(
         auth_dir, jwt_algorithm="RS256", jwt_secret=None, database_url=await sqlite_url(auth_dir)
     )
-    auth = create_auth_app(auth_settings)
-    counting = CountingJwks(auth)
+    auth_process = build_app("auth", auth_settings)
+    auth = auth_process.apps[0]
+    counting = CountingJwks(auth_process)
 
     async with serving(counting) as auth_url, httpx.AsyncClient(base_url=auth_url) as to_auth:
         pub_settings = make_settings(
@@ -101,10 +101,11 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
             jwks_refetch_interval=REFETCH_INTERVAL,
             database_url=await sqlite_url(pub_dir),
         )
-        publications = create_publications_app(pub_settings)
-        transport = httpx.ASGITransport(app=publications)
+        pub_process = build_app("publications", pub_settings)
+        publications = pub_process.apps[0]
+        transport = httpx.ASGITransport(app=pub_process)
         async with (
-            publications.router.lifespan_context(publications),
+            pub_process.running(),
             httpx.AsyncClient(transport=transport, base_url="http://testserver") as to_pub,
         ):
             fetched_at = time.monotonic()

@@ -22,8 +22,9 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from agora.adapters.audit_database import AuditEvent
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
 from agora.db.migrate import upgrade
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
 from tests.conftest import make_settings, unique_login
 from tests.contract.test_cache_contract import drop_namespace
 
@@ -44,7 +45,7 @@ BLOCK_OVER = 1.1  # seconds: the first block (1 s) has run out
 class Stack:
     """One embedded app, and clients that come from the IP of one's choice."""
 
-    def __init__(self, app: EmbeddedApp, exits: AsyncExitStack) -> None:
+    def __init__(self, app: ProcessApp, exits: AsyncExitStack) -> None:
         self.app = app
         self._exits = exits
 

@@ -21,12 +21,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
 from agora.db.migrate import upgrade
-from agora.services.auth.app import create_app as create_auth_app
-from agora.services.messaging.app import create_app as create_messaging_app
-from agora.services.publications.app import create_app as create_publications_app
-from agora.services.social.app import create_app as create_social_app
+from agora.runtime.backends import build_backends
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
+from agora.runtime.registry import service_app
 from agora.security.tokens import TokenService
 from tests.conftest import make_settings, unique_login
 from tests.security.support import PASSWORD
@@ -36,7 +35,7 @@ MAX_EXAMPLES = 30
 
 @dataclass
 class Fuzzed:
-    app: EmbeddedApp
+    app: ProcessApp
     users: dict[str, tuple[str, str]]  # service -> (user id, login)
 
     def bearer(self, service: str) -> dict[str, str]:
@@ -76,7 +75,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         asgi.shutdown_lifespans()
 
 
-def openapi_schema(create_app: Any) -> Any:
+def openapi_schema(service: str) -> Any:
     """The service's OpenAPI document, as a schemathesis schema.
 
     Read from an app that is built but never started (nothing is opened), at import:
@@ -84,13 +83,14 @@ def openapi_schema(create_app: Any) -> Any:
     the running embedded app of the `fuzzed` fixture, passed to each call.
     """
     settings = make_settings(Path("openapi-document-only"), database_url="sqlite+aiosqlite://")
-    return schemathesis.openapi.from_dict(create_app(settings).openapi())
+    app = service_app(service, settings, build_backends(settings))
+    return schemathesis.openapi.from_dict(app.openapi())
 
 
-auth = openapi_schema(create_auth_app)
-publications = openapi_schema(create_publications_app)
-social = openapi_schema(create_social_app)  # its socket is no OpenAPI operation
-messaging = openapi_schema(create_messaging_app)
+auth = openapi_schema("auth")
+publications = openapi_schema("publications")
+social = openapi_schema("social")  # its socket is no OpenAPI operation
+messaging = openapi_schema("messaging")
 BOUNDED = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,

@@ -170,12 +170,12 @@ async def test_the_cache_is_refilled_from_the_database(
         session = await new_session(agora.client)
         await agora.client.post("/auth/api/logout", headers=session.bearer)
         jti = jwt.decode(session.token, options={"verify_signature": False})["jti"]
-        key = f"{agora.core.settings.key_prefix}revoked:jti:{jti}"
+        key = f"{agora.settings.key_prefix}revoked:jti:{jti}"
         store = agora.auth.state.revocations
         if cache:
             await drop_namespace(cache["redis_url"], cache["redis_namespace"])
         else:  # a restart is the memory cache's way to lose everything
-            await store.cache.delete(key, f"{agora.core.settings.key_prefix}revocations:loaded")
+            await store.cache.delete(key, f"{agora.settings.key_prefix}revocations:loaded")
         assert await store.cache.get(key) is None
 
         async def refilled() -> bool:

@@ -49,10 +49,10 @@ class Target:
 
     @property
     def alg(self) -> str:
-        return self.agora.core.settings.jwt_algorithm
+        return self.agora.settings.jwt_algorithm
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
-        return claims_for(self.session, self.agora.core.settings, **overrides)
+        return claims_for(self.session, self.agora.settings, **overrides)
 
     def signed(self, **header: Any) -> str:
         return sign(self.agora.signing_key, self.claims(), **header)
@@ -185,7 +185,7 @@ async def test_hs256_signed_with_the_public_key_as_the_secret(
     forms = public_key_forms(asymmetric)
     if form not in forms:
         pytest.skip(f"{form} exists for RSA keys only")
-    keys = asymmetric.agora.security.tokens.keys
+    keys = asymmetric.agora.tokens.keys
     header: dict[str, Any] = {"alg": "HS256", "typ": "JWT"}
     hmac_key = keys.hmac()
     assert hmac_key is not None  # the deployment also accepts HS256 peers: the hard case

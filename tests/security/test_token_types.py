@@ -19,7 +19,7 @@ TICKET = "ws-connect"
 async def test_an_access_token_is_not_a_socket_ticket(tmp_path: Path) -> None:
     async with running_agora(tmp_path, jwt_algorithm="ES256") as agora:
         session = await new_session(agora.client)
-        tokens = agora.security.tokens
+        tokens = agora.tokens
         assert tokens.verify(session.token).user_id == session.user_id  # now in the cache too
         with pytest.raises(TokenError) as refused:
             tokens.verify(session.token, typ=TICKET)
@@ -31,15 +31,15 @@ async def test_a_socket_ticket_is_refused_by_token_required(tmp_path: Path, alg:
     async with running_agora(tmp_path, jwt_algorithm=alg) as agora:
         session = await new_session(agora.client)
         await wait_active(agora.client, session)
-        ticket = agora.security.tokens.issue(session.user_id, TICKET, 10, login=session.login).token
-        assert agora.security.tokens.verify(ticket, typ=TICKET).user_id == session.user_id
+        ticket = agora.tokens.issue(session.user_id, TICKET, 10, login=session.login).token
+        assert agora.tokens.verify(ticket, typ=TICKET).user_id == session.user_id
 
         for path in ("/auth/api/me", "/api/publications"):
             for _ in range(2):  # and not let in by the verified-token cache the second time
                 answer = await agora.client.get(path, headers={"Authorization": f"Bearer {ticket}"})
                 assert (answer.status_code, answer.json()) == (401, {"error": "Invalid token type"})
         await expect_refused_typ(
-            agora.client, agora.signing_key, claims_for(session, agora.core.settings)
+            agora.client, agora.signing_key, claims_for(session, agora.settings)
         )
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 import httpx
 
-from agora.grpc.server import GrpcServer, registrars_of
-from agora.services.auth.app import create_app as create_auth_app
 from agora.core.settings import Settings
+from agora.grpc.server import GrpcServer, registrars_of
+from agora.runtime.registry import build_app
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -58,8 +58,8 @@ async def _serving(asgi_app: Any, apps: Sequence[Any]) -> AsyncIterator[Running]
 
 @contextlib.asynccontextmanager
 async def running_auth(settings: Settings) -> AsyncIterator[Running]:
-    app = create_auth_app(settings)
-    async with app.router.lifespan_context(app), _serving(app, [app]) as running:
+    app = build_app("auth", settings)
+    async with app.running(), _serving(app, app.apps) as running:
         yield running
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,18 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 
+from agora.adapters.audit_database import AuditEvent
 from agora.adapters.bus_memory import MemoryBus
 from agora.adapters.cache_redis import RedisCache
 from agora.adapters.presence_redis import RedisPresence
 from agora.adapters.pubsub_redis import RedisPubSub
-from agora.adapters.audit_database import AuditEvent
-from agora.runtime.backends import Backends
-from agora.db.engine import Database
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
-from agora.db.migrate import upgrade
 from agora.core.settings import Settings
+from agora.db.engine import Database
+from agora.db.migrate import upgrade
+from agora.ports.backends import Backends
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
+from agora.runtime.registry import service_app
 from tests.conftest import make_settings
 from tests.contract.http_support import serving as http_serving
 
@@ -181,7 +183,7 @@ async def refusal(base_url: str, token: str | None) -> tuple[dict[str, Any], int
 
 
 class Server:
-    def __init__(self, app: EmbeddedApp, base_url: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, app: ProcessApp, base_url: str, http: httpx.AsyncClient) -> None:
         self.app = app
         self.base_url = base_url
         self.http = http
@@ -228,10 +230,10 @@ async def two_instances(
     settings: Settings,
     redis_url: str,
     namespace: str,
-    alone: Callable[[Settings, Backends], Any],
+    alone: str,
 ) -> AsyncIterator[tuple[str, str, httpx.AsyncClient]]:
-    """Instance A runs every service (auth, tickets), instance B only the app `alone`
-    builds; both on one database and one Redis namespace. Yields their base URLs and a
+    """Instance A runs every service (auth, tickets), instance B only the service
+    named `alone`; both on one database and one Redis namespace. Yields their base URLs and a
     client."""
     backends_a = redis_backends(settings, redis_url, namespace)
     backends_b = redis_backends(settings, redis_url, namespace)
@@ -241,7 +243,9 @@ async def two_instances(
             a = await stack.enter_async_context(
                 serving(create_embedded_app(settings, backends_a), settings)
             )
-            b = await stack.enter_async_context(serving(alone(settings, backends_b), settings))
+            b = await stack.enter_async_context(
+                serving(service_app(alone, settings, backends_b), settings)
+            )
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
             yield a, b, http
     finally:

@@ -21,11 +21,12 @@ import pytest
 from sqlalchemy import select
 
 from agora.adapters.audit_database import AuditEvent
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
+from agora.db.migrate import upgrade
 from agora.grpc.server import GrpcBindError
 from agora.grpc.stubs import messaging_pb2 as pb
 from agora.grpc.stubs import messaging_pb2_grpc, users_pb2, users_pb2_grpc
-from agora.db.migrate import upgrade
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
 from tests.conftest import make_settings, register_and_login
 from tests.service.grpc_harness import Running, bearer, running_embedded, trailing
 
@@ -400,7 +401,7 @@ async def test_a_grpc_port_in_use_fails_the_start(tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_embedded_lifespan(app: EmbeddedApp) -> AsyncIterator[httpx.AsyncClient]:
+async def running_embedded_lifespan(app: ProcessApp) -> AsyncIterator[httpx.AsyncClient]:
     """The app's own lifespan (with its own gRPC server), and an HTTP client on it."""
     async with app.running():
         transport = httpx.ASGITransport(app=app)

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.services.messaging.app import create_app as create_messaging_app
 from tests.messaging_client import Device
 from tests.service.messaging_sockets import (
     direct,
@@ -45,7 +44,7 @@ async def pair(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str
 ) -> AsyncIterator[Pair]:
     settings = messaging_settings(tmp_path, database_url=postgres_url)
-    async with two_instances(settings, redis_url, redis_namespace, create_messaging_app) as (
+    async with two_instances(settings, redis_url, redis_namespace, "messaging") as (
         a,
         b,
         http,

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from agora.adapters.media_disk import DiskMediaStore
-from agora.adapters.cache_memory import MemoryCache
-from agora.core.audit import Audit
 from agora.adapters.audit_database import AuditEvent, database_sink
-from agora.db.engine import Database
+from agora.adapters.cache_memory import MemoryCache
+from agora.adapters.media_disk import DiskMediaStore
+from agora.adapters.users_grpc import GrpcUserDirectory
+from agora.core.audit import Audit
 from agora.core.errors import (
     AgoraError,
     Conflict,
@@ -38,14 +38,16 @@ from agora.core.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
+from agora.db.engine import Database
+from agora.ports.users import UserDirectory
 from agora.services.auth.models import User
+from agora.services.auth.user_directory import LocalUserDirectory
 from agora.services.messaging.content import clean_text, readable, suspicious_patterns
 from agora.services.messaging.domain import Actor, Conversation, Message
-from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.media_types import matches
 from agora.services.messaging.models import MsgMessage
+from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.service.messages import MessagingService
-from agora.services.messaging.users import GrpcUserDirectory, LocalUserDirectory, UserDirectory
 from tests.conftest import make_settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from agora.runtime.embedded import EmbeddedApp, create_embedded_app
-from agora.services.messaging.users import UNAVAILABLE_MESSAGE, GrpcUserDirectory
+from agora.adapters.users_grpc import GrpcUserDirectory
+from agora.ports.users import UNAVAILABLE_MESSAGE
+from agora.runtime.embedded import create_embedded_app
+from agora.runtime.process import ProcessApp
 from tests.conftest import make_settings, register_and_login
 
 
@@ -28,7 +30,7 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def agora(
     tmp_path: Path, database_url: str, **overrides: object
-) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedApp]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, ProcessApp]]:
     app = create_embedded_app(make_settings(tmp_path, database_url=database_url, **overrides))
     async with app.running():
         transport = httpx.ASGITransport(app=app)

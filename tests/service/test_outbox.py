@@ -21,15 +21,15 @@ from sqlalchemy import delete, select, update
 
 from agora.adapters.bus_amqp import AmqpBus
 from agora.adapters.bus_memory import MemoryBus
-from agora.services.auth.outbox_relay import OutboxRelay
-from agora.runtime.backends import Backends
+from agora.core.settings import Settings
 from agora.db.engine import Database, utcnow
-from agora.security.passwords import PasswordHasher
 from agora.ports.bus import Delivery, PublishFailed, Topology
+from agora.runtime.backends import build_backends
+from agora.security.passwords import PasswordHasher
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.auth.models import OutboxEvent, User
+from agora.services.auth.outbox_relay import OutboxRelay
 from agora.services.auth.repository import OutboxRepository
-from agora.core.settings import Settings
 from tests.conftest import delete_topology, register_and_login
 
 PASSWORD = "correct horse battery"
@@ -192,7 +192,7 @@ async def test_the_auth_app_relays_a_login_at_once(
 ) -> None:
     # A poll interval far beyond the test's patience: only the wake-up can deliver in time.
     config = settings.model_copy(update={"database_url": database_url, "outbox_poll_interval": 60})
-    backends = Backends.from_settings(config)
+    backends = build_backends(config)
     app = create_auth_app(config, backends)  # alone: the bus's one consumer is this test
     received: asyncio.Queue[Delivery] = asyncio.Queue()
 

@@ -22,20 +22,22 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
+from agora.adapters.audit_database import AuditEvent
 from agora.adapters.bus_memory import MemoryBus
 from agora.adapters.cache_memory import MemoryCache
-from agora.adapters.audit_database import AuditEvent
-from agora.runtime.backends import Backends
+from agora.adapters.presence_memory import MemoryPresence
+from agora.adapters.pubsub_memory import MemoryPubSub
+from agora.core.settings import Settings
 from agora.db.engine import Database, utcnow
+from agora.ports.backends import Backends
 from agora.ports.bus import Delivery, PoisonMessage
 from agora.ports.cache import Cache, CacheUnavailable
-from agora.services.publications.status.service import cache as status_cache
 from agora.services.publications.app import create_app
 from agora.services.publications.models import ProcessedEvent, PubUser
 from agora.services.publications.repository import UserStatus, UserStatusRepository
-from agora.services.publications.status.service import UserStatusService
+from agora.services.publications.status import cache as status_cache
 from agora.services.publications.status.cache import UserStatusCache
-from agora.core.settings import Settings
+from agora.services.publications.status.service import UserStatusService
 
 
 class UnreachableCache:
@@ -123,7 +125,13 @@ async def open_stack_fixture(settings: Settings, database_url: str) -> AsyncIter
 
         async def open_(cache: Cache | None = None, **overrides: Any) -> Stack:
             configured = settings.model_copy(update={"database_url": database_url, **overrides})
-            backends = Backends(Database(database_url), cache or MemoryCache(), MemoryBus())
+            backends = Backends(
+                Database(database_url),
+                cache or MemoryCache(),
+                MemoryBus(),
+                MemoryPubSub(),
+                MemoryPresence(),
+            )
             exits.push_async_callback(backends.close)
             app = create_app(configured, backends)
             await exits.enter_async_context(app.router.lifespan_context(app))

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agora.services.social.app import create_app as create_social_app
 from tests.service.social_harness import (
     Client,
     closed_with,
@@ -38,7 +37,7 @@ class Pair:
 @pytest.fixture
 async def pair(tmp_path: Path, redis_url: str, redis_namespace: str) -> AsyncIterator[Pair]:
     settings = await migrated(social_settings(tmp_path))
-    async with two_instances(settings, redis_url, redis_namespace, create_social_app) as (
+    async with two_instances(settings, redis_url, redis_namespace, "social") as (
         a,
         b,
         http,

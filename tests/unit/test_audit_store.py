@@ -13,8 +13,13 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from agora.adapters.audit_database import (
+    AuditEvent,
+    add_audit_events,
+    database_sink,
+    store_audit_event,
+)
 from agora.core.audit import Audit
-from agora.adapters.audit_database import AuditEvent, add_audit_events, database_sink, store_audit_event
 from agora.db.engine import Database, utcnow
 from tests.conftest import register_and_login, unique_login
 

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 
 from agora import cli
-from agora.runtime.embedded import EmbeddedApp
+from agora.runtime.process import ProcessApp
 from tests.conftest import make_settings
 
 
@@ -127,8 +126,8 @@ def test_prod_with_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 def test_build_app_knows_each_service(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     auth = cli.build_app("auth", settings)
-    assert isinstance(auth, FastAPI) and auth.state.name == "auth"
-    assert isinstance(cli.build_app("all", settings), EmbeddedApp)
+    assert isinstance(auth, ProcessApp) and [app.state.name for app in auth.apps] == ["auth"]
+    assert isinstance(cli.build_app("all", settings), ProcessApp)
 
 
 def test_worker_factory_builds_the_service_named_by_the_parent(
@@ -136,7 +135,7 @@ def test_worker_factory_builds_the_service_named_by_the_parent(
 ) -> None:
     monkeypatch.setenv(cli.SERVICE_ENV, "auth")
     app = cli.app_factory()
-    assert isinstance(app, FastAPI) and app.state.name == "auth"
+    assert isinstance(app, ProcessApp) and [each.state.name for each in app.apps] == ["auth"]
 
 
 def test_users_create_reports_each_bad_field(

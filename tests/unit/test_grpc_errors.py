@@ -28,7 +28,7 @@ from agora.core.errors import (
 )
 from agora.grpc.errors import answered, status_of
 from agora.grpc.server import GrpcServer
-from agora.services.messaging.users import UsersUnavailable
+from agora.ports.users import UsersUnavailable
 
 ERRORS: dict[str, BaseException] = {
     "unauthorized": Unauthorized("Token required"),

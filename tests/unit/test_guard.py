@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from agora.core.audit import Audit
 from agora.db.migrate import upgrade
+from agora.runtime.backends import build_backends
 from agora.security.tokens import Identity
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
@@ -106,7 +107,7 @@ def app(tmp_path: Path, audit_events: list[dict[str, Any]]) -> FastAPI:
     return build_service_app(
         name="guard-test",
         settings=settings,
-        backends=None,
+        backends=build_backends(settings),
         routers=[router],
         path_prefixes=("/",),
         audit=Audit("guard-test", sink),

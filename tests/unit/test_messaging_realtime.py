@@ -20,9 +20,9 @@ from agora.realtime.presence import PresenceTracker
 from agora.realtime.rooms import Rooms
 from agora.realtime.scoped_presence import ScopedPresence
 from agora.services.messaging.socket.fanout import MessagingFanout
-from agora.services.messaging.socket.wiring import user_presence_frame
 from agora.services.messaging.socket.room_presence import RoomPresence
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
+from agora.services.messaging.socket.wiring import user_presence_frame
 from tests.unit.test_realtime import Clock, Socket, connection, sent
 
 TOPIC = "conversation:" + "a" * 32

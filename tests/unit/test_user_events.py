@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from agora.ports.bus import Delivery, PoisonMessage
-from agora.services.publications.status.consumer import parse_event
 from agora.services.publications.repository import UserEvent
+from agora.services.publications.status.consumer import parse_event
 
 
 def delivery(body: object, message_id: str | None = None) -> Delivery:

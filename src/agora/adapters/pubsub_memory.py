@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from agora.ports.pubsub import MessageHandler
 from agora.core.background import cancel_and_wait
+from agora.ports.pubsub import MessageHandler
 
 log = logging.getLogger("agora.pubsub.memory")
 

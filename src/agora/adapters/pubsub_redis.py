@@ -35,8 +35,8 @@ from agora.adapters.cache_redis import (
     redis_call,
     redis_client,
 )
-from agora.ports.pubsub import MessageHandler, PubSubUnavailable
 from agora.core.background import cancel_and_wait
+from agora.ports.pubsub import MessageHandler, PubSubUnavailable
 
 log = logging.getLogger("agora.pubsub.redis")
 

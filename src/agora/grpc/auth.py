@@ -23,8 +23,8 @@ import grpc
 
 from agora.core.audit import Audit
 from agora.grpc.errors import answered
+from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
-from agora.web.guard import TokenGuard, TokenRejected
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agora.ports.cache import Cache, CacheUnavailable
 from agora.core.settings import Settings
+from agora.ports.cache import Cache, CacheUnavailable
 
 log = logging.getLogger("agora.realtime.limits")
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from agora.core.background import cancel_and_wait, every
 from agora.ports.presence import Presence
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
-from agora.core.background import cancel_and_wait, every
 
 log = logging.getLogger("agora.realtime.presence")
 

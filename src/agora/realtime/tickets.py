@@ -31,8 +31,8 @@ from agora.realtime.codes import (
     WRONG_TYPE,
     CloseReason,
 )
+from agora.security.guard import RevocationCheck
 from agora.security.tokens import Identity, IssuedToken, TokenError, TokenService
-from agora.web.guard import RevocationCheck
 
 WS_CONNECT = "ws-connect"
 

@@ -1,23 +1,27 @@
-"""The external systems a service talks to, chosen from settings.
+"""The one place that picks adapters: embedded or real, from the settings.
 
 Empty URLs select the embedded backends (SQLite, in-process bus, in-memory cache);
-`AGORA_DATABASE_URL`, `AGORA_REDIS_URL` and `AGORA_AMQP_URL` select the real ones. One
-`Backends` is shared by every service mounted in the embedded app; a service run alone
-builds its own.
+`AGORA_DATABASE_URL`, `AGORA_REDIS_URL` and `AGORA_AMQP_URL` select the real ones.
+Messaging's own adapters follow `AGORA_USERS_GRPC_TARGET`, `AGORA_MEDIA_URL` and
+`AGORA_NOTIFY_URL`. Real adapters are imported only when chosen, so the embedded
+app needs none of their client libraries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from agora.adapters.presence_memory import MemoryPresence
 from agora.adapters.pubsub_memory import MemoryPubSub
+from agora.core.settings import Settings
 from agora.db.engine import Database
+from agora.ports.backends import Backends
 from agora.ports.bus import Bus, Topology
 from agora.ports.cache import Cache
+from agora.ports.media import MediaStore
+from agora.ports.notify import Notifier
 from agora.ports.presence import Presence
 from agora.ports.pubsub import PubSub
-from agora.core.settings import Settings
+from agora.ports.users import UserDirectory
+from agora.services.messaging.ports import MessagingAdapters
 
 
 def build_cache(settings: Settings) -> Cache:
@@ -58,30 +62,54 @@ def build_presence(settings: Settings) -> Presence:
     return MemoryPresence()
 
 
-@dataclass
-class Backends:
-    database: Database
-    cache: Cache
-    bus: Bus
-    pubsub: PubSub = field(default_factory=MemoryPubSub)
-    presence: Presence = field(default_factory=MemoryPresence)
+def build_backends(settings: Settings) -> Backends:
+    return Backends(
+        database=Database(settings.resolved_database_url),
+        cache=build_cache(settings),
+        bus=build_bus(settings),
+        pubsub=build_pubsub(settings),
+        presence=build_presence(settings),
+    )
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Backends:
-        return cls(
-            database=Database(settings.resolved_database_url),
-            cache=build_cache(settings),
-            bus=build_bus(settings),
-            pubsub=build_pubsub(settings),
-            presence=build_presence(settings),
+
+def build_user_directory(settings: Settings, backends: Backends) -> UserDirectory:
+    if settings.users_grpc_target:
+        from agora.adapters.users_grpc import GrpcUserDirectory
+
+        return GrpcUserDirectory(
+            settings.users_grpc_target,
+            deadline=settings.users_grpc_deadline,
+            retries=settings.users_grpc_retries,
         )
+    from agora.services.auth.user_directory import LocalUserDirectory
 
-    async def start(self) -> None:
-        await self.bus.start()
+    return LocalUserDirectory(backends.database)
 
-    async def close(self) -> None:
-        await self.bus.close()
-        await self.pubsub.close()
-        await self.presence.close()
-        await self.cache.close()
-        await self.database.close()
+
+def build_media_store(settings: Settings) -> MediaStore:
+    if settings.media_url:
+        from agora.adapters.media_http import HttpMediaStore
+
+        token = settings.media_token.get_secret_value() if settings.media_token else None
+        return HttpMediaStore(settings.media_url, token=token)
+    from agora.adapters.media_disk import DiskMediaStore
+
+    return DiskMediaStore(settings.resolved_media_dir)
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    if settings.notify_url:
+        from agora.adapters.notify_webhook import WebhookNotifier
+
+        return WebhookNotifier(settings.notify_url)
+    from agora.adapters.notify_log import LogNotifier
+
+    return LogNotifier()
+
+
+def build_messaging_adapters(settings: Settings, backends: Backends) -> MessagingAdapters:
+    return MessagingAdapters(
+        users=build_user_directory(settings, backends),
+        media=build_media_store(settings),
+        notifier=build_notifier(settings),
+    )

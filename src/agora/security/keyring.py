@@ -18,9 +18,9 @@ import time
 
 import httpx
 
-from agora.security.keys import MANIFEST, KeyDirectory, KeySet, key_from_private, load_private_pem
-from agora.core.settings import Settings
 from agora.core.background import cancel_and_wait
+from agora.core.settings import Settings
+from agora.security.keys import MANIFEST, KeyDirectory, KeySet, key_from_private, load_private_pem
 from agora.security.tokens import TokenService
 
 log = logging.getLogger("agora.keyring")

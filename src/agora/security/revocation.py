@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Integer, String, delete, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from agora.core.background import cancel_and_wait
 from agora.db.engine import Base, Database, UTCDateTime, utcnow
 from agora.ports.cache import Cache, CacheUnavailable
-from agora.core.background import cancel_and_wait
 from agora.security.tokens import Identity
 
 log = logging.getLogger("agora.revocation")

@@ -7,16 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from agora.core.audit import Audit
 from agora.adapters.audit_database import database_sink
-from agora.runtime.backends import Backends
-from agora.grpc.server import process_server, registrars_of
+from agora.core.audit import Audit
+from agora.core.settings import Settings
+from agora.ports.backends import Backends
+from agora.security.guard import TokenGuard
 from agora.security.keyring import KeyRefresher, initial_keyset
 from agora.security.revocation import RevocationStore
-from agora.core.settings import Settings
 from agora.security.tokens import TokenService
 from agora.web.errors import install_error_handlers
-from agora.web.guard import TokenGuard
 from agora.web.security import ServiceApp, install_http_policy
 
 Hook = Callable[[], Awaitable[None]]
@@ -37,7 +36,7 @@ def build_service_app(
     *,
     name: str,
     settings: Settings,
-    backends: Backends | None,
+    backends: Backends,
     routers: Sequence[APIRouter],
     path_prefixes: Sequence[str],
     audit: Audit | None = None,
@@ -48,45 +47,34 @@ def build_service_app(
     """A FastAPI app for one service.
 
     `path_prefixes` are the public paths the service answers; the embedded app and
-    nginx route on them. When `backends` is None the app builds and owns its own.
+    nginx route on them. `backends` belong to the caller (`agora.runtime`), which
+    starts and closes them, and serves the gRPC servicers the app declares in
+    `app.state.grpc_servicers`.
     `body_limits`: exact paths whose request body may exceed `max_body_bytes` (uploads).
     """
-    owned = backends is None
-    resolved = backends or Backends.from_settings(settings)
+
     tokens = token_service(settings)
     keys = KeyRefresher(tokens, settings)
     revocations = RevocationStore(
-        resolved.cache,
-        resolved.database,
+        backends.cache,
+        backends.database,
         settings.key_prefix,
         max_token_age=settings.token_ttl + settings.token_leeway,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if owned:
-            await resolved.start()
         await keys.start()
         await revocations.start()
         for hook in on_start:
             await hook()
-        # Run as its own process, the service serves its gRPC servicers (if it declared
-        # any in `app.state.grpc_servicers`) itself; in the embedded app, the embedded
-        # app's one gRPC server hosts every service's.
-        grpc_server = process_server(settings, registrars_of([_app])) if owned else None
-        if grpc_server is not None:
-            await grpc_server.start()
         try:
             yield
         finally:
-            if grpc_server is not None:
-                await grpc_server.stop()
             for hook in reversed(on_stop):
                 await hook()
             await revocations.stop()
             await keys.stop()
-            if owned:
-                await resolved.close()
 
     app = ServiceApp(
         hsts=settings.cookie_secure,  # Secure cookies mean the deployment is HTTPS
@@ -95,10 +83,10 @@ def build_service_app(
         lifespan=lifespan,
     )
     # Every service stores its audit events in its own database, besides logging them.
-    service_audit = audit or Audit(name, sink=database_sink(resolved.database))
+    service_audit = audit or Audit(name, sink=database_sink(backends.database))
     app.state.name = name
     app.state.settings = settings
-    app.state.backends = resolved
+    app.state.backends = backends
     app.state.path_prefixes = tuple(path_prefixes)
     app.state.audit = service_audit
     app.state.tokens = tokens

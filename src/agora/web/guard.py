@@ -1,7 +1,7 @@
 """`token_required`: the one guard in front of every protected route.
 
 Use it as a FastAPI dependency (`user: CurrentUser`) or as a decorator
-(`@token_required` on a route); both run the same `TokenGuard.authenticate`, which
+(`@token_required` on a route); both run the same `authenticate`, which
 reads the token from `Authorization: Bearer`, then the `auth_token` cookie, then
 `jwt_token`, verifies it and checks revocation. Failures raise `Unauthorized`,
 which the error handlers answer with 401 JSON and `WWW-Authenticate: Bearer`.
@@ -13,25 +13,15 @@ import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from agora.core.audit import Audit
-from agora.core.errors import Forbidden, Unauthorized
-from agora.security.tokens import MISSING, Identity, TokenError, TokenService
+from agora.core.errors import Forbidden
+from agora.security.guard import TokenGuard, TokenRejected
+from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import csrf_ok
-
-
-class RevocationCheck(Protocol):
-    async def is_revoked(self, identity: Identity) -> bool: ...
-
-
-class TokenRejected(Unauthorized):
-    def __init__(self, error: TokenError) -> None:
-        super().__init__(error.message)
-        self.reason = error.reason
 
 
 def extract_token(request: Request) -> tuple[str | None, bool]:
@@ -46,62 +36,36 @@ def extract_token(request: Request) -> tuple[str | None, bool]:
     return token, token is not None
 
 
-class TokenGuard:
-    def __init__(
-        self,
-        tokens: TokenService,
-        audit: Audit,
-        revocations: RevocationCheck | None = None,
-        refresh_keys: Callable[[], Awaitable[bool]] | None = None,
-    ) -> None:
-        self.tokens = tokens
-        self.audit = audit
-        self.revocations = revocations
-        self.refresh_keys = refresh_keys
+async def authenticate(guard: TokenGuard, request: Request) -> Identity:
+    """The caller's identity, once per request; a token from a cookie needs CSRF proof."""
+    # Read the scope's state dict directly: a miss through `request.state` costs a
+    # raised and caught AttributeError on every request.
+    known: Identity | None = (request.scope.get("state") or {}).get("current_user")
+    if known is not None:
+        return known
+    token, from_cookie = extract_token(request)
+    try:
+        identity = await guard.verify(token)
+    except TokenError as error:
+        await _audit_refusal(guard, request, "auth.rejected", 401, error.reason)
+        raise TokenRejected(error) from None
+    if from_cookie and not csrf_ok(request, identity.jti):
+        await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
+        raise Forbidden("CSRF token missing or invalid")
+    request.state.current_user = identity
+    return identity
 
-    async def authenticate(self, request: Request) -> Identity:
-        # Read the scope's state dict directly: a miss through `request.state` costs a
-        # raised and caught AttributeError on every request.
-        known: Identity | None = (request.scope.get("state") or {}).get("current_user")
-        if known is not None:
-            return known
-        token, from_cookie = extract_token(request)
-        try:
-            identity = await self.verify(token)
-        except TokenError as error:
-            await self._audit_refusal(request, "auth.rejected", 401, error.reason)
-            raise TokenRejected(error) from None
-        if from_cookie and not csrf_ok(request, identity.jti):
-            await self._audit_refusal(request, "auth.csrf_rejected", 403, "csrf")
-            raise Forbidden("CSRF token missing or invalid")
-        request.state.current_user = identity
-        return identity
 
-    async def verify(self, token: str | None) -> Identity:
-        """Signature, claims and revocation; raises TokenError."""
-        if not token:
-            raise MISSING
-        try:
-            identity = self.tokens.verify(token)
-        except TokenError as error:
-            # A key we have not seen may have been rotated in: look once, then retry.
-            if error.reason != "unknown_kid" or self.refresh_keys is None:
-                raise
-            if not await self.refresh_keys():
-                raise
-            identity = self.tokens.verify(token)
-        if self.revocations is not None and await self.revocations.is_revoked(identity):
-            raise TokenError("Token revoked", "revoked")
-        return identity
-
-    async def _audit_refusal(self, request: Request, event: str, status: int, reason: str) -> None:
-        await self.audit.record(
-            event,
-            status=status,
-            reason=reason,
-            path=request.url.path,
-            ip=request.client.host if request.client else None,
-        )
+async def _audit_refusal(
+    guard: TokenGuard, request: Request, event: str, status: int, reason: str
+) -> None:
+    await guard.audit.record(
+        event,
+        status=status,
+        reason=reason,
+        path=request.url.path,
+        ip=request.client.host if request.client else None,
+    )
 
 
 def guard_of(request: Request) -> TokenGuard:
@@ -110,7 +74,7 @@ def guard_of(request: Request) -> TokenGuard:
 
 
 async def current_user(request: Request) -> Identity:
-    return await guard_of(request).authenticate(request)
+    return await authenticate(guard_of(request), request)
 
 
 CurrentUser = Annotated[Identity, Depends(current_user)]
@@ -140,7 +104,7 @@ def token_required(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         request: Request = kwargs["request"] if wants_request else kwargs.pop("request")
-        identity = await guard_of(request).authenticate(request)
+        identity = await authenticate(guard_of(request), request)
         if wants_identity:
             kwargs["current_user"] = identity
         return await endpoint(*args, **kwargs)

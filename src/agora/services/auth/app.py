@@ -2,22 +2,21 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import FastAPI
-
-from agora.services.auth.outbox_relay import OutboxRelay
-from agora.runtime.backends import Backends
+from agora.core.settings import Settings
+from agora.ports.backends import Backends
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
+from agora.services.auth.outbox_relay import OutboxRelay
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
-from agora.core.settings import Settings
 from agora.web.app import build_service_app
+from agora.web.security import ServiceApp
 
 PATH_PREFIXES = ("/auth/", "/login")
 
 
-def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
+def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     # The hooks run at startup, once `app.state.outbox_relay` (set below) exists.
     async def start_relay() -> None:
         await app.state.outbox_relay.start()

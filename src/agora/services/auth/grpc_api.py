@@ -14,24 +14,13 @@ from collections.abc import Sequence
 import grpc
 from fastapi import FastAPI
 
-from agora.db.engine import Database
 from agora.core.errors import Invalid, NotFound
+from agora.db.engine import Database
 from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
 from agora.grpc.server import Registrar
 from agora.grpc.stubs import users_pb2, users_pb2_grpc
+from agora.ports.users import MAX_BATCH, account_ids
 from agora.services.auth.repository import UserRepository
-
-MAX_BATCH = 500
-_MAX_ID_DIGITS = 18  # beyond this it does not fit the id column: not a user
-
-
-def account_ids(raw_ids: Sequence[str]) -> list[int]:
-    """The ids that can be account ids, deduplicated, in order."""
-    ids: list[int] = []
-    for raw in dict.fromkeys(raw_ids):
-        if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_ID_DIGITS:
-            ids.append(int(raw))
-    return ids
 
 
 class UserServicer(users_pb2_grpc.UserServiceServicer):

@@ -10,12 +10,13 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agora.core.audit import Audit
-from agora.db.engine import Database, utcnow
 from agora.core.errors import Conflict, Unauthorized
-from agora.security.passwords import PasswordHasher
+from agora.db.engine import Database, utcnow
 from agora.ports.pubsub import PubSub
 from agora.realtime.sessions import publish_notice, revoked_notice
+from agora.security.passwords import PasswordHasher
 from agora.security.revocation import RevocationStore
+from agora.security.tokens import Identity, IssuedToken, TokenService
 from agora.services.auth.models import User
 from agora.services.auth.repository import (
     DuplicateUser,
@@ -25,7 +26,6 @@ from agora.services.auth.repository import (
 )
 from agora.services.auth.schemas import RegisterRequest
 from agora.services.auth.throttle import LoginThrottle
-from agora.security.tokens import Identity, IssuedToken, TokenService
 
 INVALID_CREDENTIALS = "Invalid credentials"
 TAKEN = {"login": "Login already taken", "email": "Email already registered"}

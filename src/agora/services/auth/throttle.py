@@ -53,8 +53,8 @@ from urllib.parse import quote
 
 from agora.core.audit import Audit
 from agora.core.errors import TooManyRequests
-from agora.ports.cache import Cache, CacheUnavailable
 from agora.core.settings import Settings
+from agora.ports.cache import Cache, CacheUnavailable
 
 log = logging.getLogger("agora.auth.throttle")
 

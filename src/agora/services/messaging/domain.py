@@ -188,18 +188,6 @@ class Catchup:
 
 
 @dataclass(frozen=True, slots=True)
-class UserInfo:
-    """A user as other services describe them (auth's UserService)."""
-
-    id: str
-    login: str
-    name: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "login": self.login, "name": self.name}
-
-
-@dataclass(frozen=True, slots=True)
 class Actor:
     """Who is calling. `token` is the caller's raw access token (REST, gRPC), forwarded
     to auth's UserService; None on the socket, which holds a ticket, not a token."""

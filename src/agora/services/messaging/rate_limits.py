@@ -13,10 +13,10 @@ import math
 
 from agora.core.audit import Audit
 from agora.core.errors import TooManyRequests
+from agora.core.settings import Settings
 from agora.ports.cache import Cache
 from agora.realtime.limits import RateLimiter, Verdict, realtime_limiter
 from agora.services.messaging.domain import Actor
-from agora.core.settings import Settings
 
 WINDOW = 3600.0  # the limits are per hour
 TOO_MANY_MESSAGES = "Too many messages"

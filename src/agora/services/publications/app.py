@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from agora.runtime.backends import Backends
-from agora.services.publications.status.consumer import UserEventConsumer
+from agora.core.settings import Settings
+from agora.ports.backends import Backends
 from agora.services.publications.routes import router
 from agora.services.publications.service import PublicationService
-from agora.services.publications.status.service import UserStatusService
 from agora.services.publications.status.cache import UserStatusCache
+from agora.services.publications.status.consumer import UserEventConsumer
+from agora.services.publications.status.service import UserStatusService
 from agora.services.publications.status.sweeper import IdleSweeper
-from agora.core.settings import Settings
 from agora.web.app import build_service_app
+from agora.web.security import ServiceApp
 
 PATH_PREFIXES = ("/api/publications",)
 
 
-def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
+def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     # The hooks run at startup, once the objects set on `app.state` below exist.
     async def start() -> None:
         consumer: UserEventConsumer = app.state.user_events

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from agora.core.errors import Forbidden
-from agora.services.publications.status.service import UserStatusService
 from agora.security.tokens import Identity
+from agora.services.publications.status.service import UserStatusService
 from agora.web.guard import CurrentUser
 
 

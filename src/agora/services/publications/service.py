@@ -13,8 +13,8 @@ from typing import Any
 
 import nh3
 
-from agora.db.engine import Database, utcnow
 from agora.core.errors import AgoraError, NotFound
+from agora.db.engine import Database, utcnow
 from agora.services.publications.models import Publication
 from agora.services.publications.repository import PublicationPages, PublicationRepository
 from agora.services.publications.schemas import (

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from agora.runtime.backends import Backends
+from agora.core.settings import Settings
+from agora.ports.backends import Backends
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.hub import Hub
 from agora.realtime.limits import RateLimiter, realtime_limiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
-from agora.services.social.socket import SocialSocket
 from agora.services.social.routes import SOCKET, router
-from agora.core.settings import Settings
+from agora.services.social.socket import SocialSocket
 from agora.web.app import build_service_app
+from agora.web.security import ServiceApp
 
 PATH_PREFIXES = ("/social/",)
 
 
-def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
+def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     # The hooks run at startup, once the objects set on `app.state` below exist.
     async def start() -> None:
         await hub.start()

@@ -9,10 +9,10 @@ from fastapi import Request
 from starlette.responses import Response
 
 from agora.core.errors import NotFound
+from agora.security.tokens import Identity
 from agora.services.messaging.domain import Actor
 from agora.services.messaging.http.schemas import PATH_ID
 from agora.services.messaging.service.messages import MessagingService
-from agora.security.tokens import Identity
 from agora.web.guard import extract_token
 
 PREFIX = "/api/v1"

@@ -16,8 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from agora.core.errors import PayloadTooLarge
-from agora.services.messaging.http.schemas import MediaOut
-from agora.services.messaging.http.multipart import MULTIPART_OVERHEAD, read_file_part
+from agora.core.settings import Settings
 from agora.services.messaging.http.deps import (
     ERRORS,
     LIMITED,
@@ -27,7 +26,8 @@ from agora.services.messaging.http.deps import (
     path_id,
     service_of,
 )
-from agora.core.settings import Settings
+from agora.services.messaging.http.multipart import MULTIPART_OVERHEAD, read_file_part
+from agora.services.messaging.http.schemas import MediaOut
 from agora.web.guard import CurrentUser
 
 MEDIA_UPLOAD_PATH = f"{PREFIX}/media"

@@ -15,6 +15,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agora.services.messaging.http.deps import (
+    ERRORS,
+    LIMITED,
+    PREFIX,
+    Responses,
+    actor_of,
+    json_response,
+    path_id,
+    service_of,
+)
 from agora.services.messaging.http.media_routes import router as media_router
 from agora.services.messaging.http.schemas import (
     MAX_SEQ,
@@ -33,16 +43,6 @@ from agora.services.messaging.http.schemas import (
     ReceiptOut,
     SendOut,
     UnreadOut,
-)
-from agora.services.messaging.http.deps import (
-    ERRORS,
-    LIMITED,
-    PREFIX,
-    Responses,
-    actor_of,
-    json_response,
-    path_id,
-    service_of,
 )
 from agora.web.guard import CurrentUser
 

@@ -12,18 +12,18 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from agora.core.audit import Audit
-from agora.db.engine import Database
 from agora.core.errors import Forbidden, NotFound
+from agora.core.settings import Settings
+from agora.db.engine import Database
 from agora.ports.media import MediaStore
 from agora.ports.notify import Notifier
+from agora.ports.users import UserDirectory
 from agora.services.messaging import validation
 from agora.services.messaging.content import suspicious_patterns
 from agora.services.messaging.domain import Actor
-from agora.services.messaging.socket.fanout import MessagingEvents
+from agora.services.messaging.ports import MessagingEvents
 from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.repository import MessagingRepository
-from agora.services.messaging.users import UserDirectory
-from agora.core.settings import Settings
 
 log = logging.getLogger("agora.messaging")
 

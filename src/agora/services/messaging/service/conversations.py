@@ -15,14 +15,14 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from agora.db.engine import utcnow
 from agora.core.errors import Invalid, NotFound, ServiceUnavailable
+from agora.db.engine import utcnow
+from agora.ports.users import UserInfo, UsersUnavailable
 from agora.services.messaging import validation
 from agora.services.messaging.content import clean_text
-from agora.services.messaging.service.base import ServiceCore
-from agora.services.messaging.domain import Actor, Conversation, ConversationSummary, UserInfo
+from agora.services.messaging.domain import Actor, Conversation, ConversationSummary
 from agora.services.messaging.repository import MessagingRepository
-from agora.services.messaging.users import UsersUnavailable
+from agora.services.messaging.service.base import ServiceCore
 
 log = logging.getLogger("agora.messaging")
 
@@ -152,7 +152,9 @@ class ConversationRules(ServiceCore):
         next_cursor = None
         if len(listed) > limit:
             last = page[-1]
-            next_cursor = validation.encode_cursor(last.last_activity_at, last.summary.conversation.id)
+            next_cursor = validation.encode_cursor(
+                last.last_activity_at, last.summary.conversation.id
+            )
         return [item.summary for item in page], next_cursor
 
     async def get_conversation(self, actor: Actor, conversation_id: str) -> ConversationSummary:

@@ -13,14 +13,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from agora.db.engine import utcnow
 from agora.core.errors import Invalid, NotFound, UnsupportedMediaType
+from agora.db.engine import utcnow
 from agora.services.messaging import validation
 from agora.services.messaging.content import clean_text
-from agora.services.messaging.service.base import ServiceCore
 from agora.services.messaging.domain import Actor, MediaRef
 from agora.services.messaging.media_types import SNIFF_BYTES, matches, normalize
 from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.service.base import ServiceCore
 
 log = logging.getLogger("agora.messaging")
 

@@ -18,11 +18,10 @@ import uuid
 
 from sqlalchemy.exc import IntegrityError
 
-from agora.db.engine import utcnow
 from agora.core.errors import Conflict, Invalid, NotFound
+from agora.db.engine import utcnow
 from agora.services.messaging import validation
 from agora.services.messaging.content import clean_text, readable
-from agora.services.messaging.service.conversations import ConversationRules
 from agora.services.messaging.domain import (
     Actor,
     Catchup,
@@ -32,8 +31,9 @@ from agora.services.messaging.domain import (
     Receipt,
     SendResult,
 )
-from agora.services.messaging.service.media import MediaUploads
 from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.service.conversations import ConversationRules
+from agora.services.messaging.service.media import MediaUploads
 
 log = logging.getLogger("agora.messaging")
 

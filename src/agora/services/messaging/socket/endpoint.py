@@ -30,6 +30,7 @@ from agora.realtime.endpoint import SocketEndpoint
 from agora.realtime.rooms import Rooms
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor
+from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.socket.fanout import MessagingFanout
 from agora.services.messaging.socket.protocol import (
     SYSTEM_TOPIC,
@@ -45,7 +46,6 @@ from agora.services.messaging.socket.protocol import (
     reply,
 )
 from agora.services.messaging.socket.room_presence import RoomPresence
-from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.socket.sync import Sync
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
 

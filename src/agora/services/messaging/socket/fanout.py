@@ -1,4 +1,4 @@
-"""Messaging's real-time events: the `MessagingEvents` port and its socket fan-out.
+"""The socket fan-out: messaging's `MessagingEvents` port (`..ports`) over the sockets.
 
 `MessagingService` calls `publish(members, "message:new", message_json)` after a commit;
 every socket device of each member that joined its `user:<id>` topic receives
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -35,16 +35,6 @@ CONVERSATION_UPDATED = "conversation:updated"
 # How a conversation:updated frame starts its event field (push_serialized's layout),
 # so the frames of every other event are passed on without being parsed.
 _UPDATED_MARK = '"event":"conversation:updated"'
-
-
-class MessagingEvents(Protocol):
-    async def publish(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
-        """Push `event` to every device of these users that joined its `user:<id>` topic."""
-        ...
-
-    async def online(self, user_ids: Iterable[str]) -> set[str]:
-        """The users among `user_ids` with a live messaging device."""
-        ...
 
 
 def user_topic(user_id: str) -> str:

@@ -25,11 +25,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from agora.core.background import cancel_and_wait, every
 from agora.ports.presence import Presence
 from agora.realtime.connection import Connection
 from agora.realtime.rooms import Rooms
 from agora.services.messaging.socket.protocol import push
-from agora.core.background import cancel_and_wait, every
 
 log = logging.getLogger("agora.messaging.presence")
 

@@ -26,8 +26,8 @@ import orjson
 from agora.core.errors import AgoraError, Invalid, NotFound
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor, Catchup, ConversationSummary
-from agora.services.messaging.socket.protocol import error_body
 from agora.services.messaging.service.messages import MessagingService
+from agora.services.messaging.socket.protocol import error_body
 
 log = logging.getLogger("agora.messaging.sync")
 

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agora.core.audit import Audit
-from agora.runtime.backends import Backends
+from agora.core.settings import Settings
+from agora.ports.backends import Backends
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.hub import Hub
 from agora.realtime.limits import RateLimiter, realtime_limiter
@@ -29,15 +30,14 @@ from agora.realtime.rooms import Rooms
 from agora.realtime.scoped_presence import ScopedPresence
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
+from agora.security.guard import RevocationCheck
+from agora.security.tokens import TokenService
+from agora.services.messaging.service.messages import MessagingService
+from agora.services.messaging.socket.endpoint import MessagingSocket
 from agora.services.messaging.socket.fanout import MessagingFanout, user_topic
 from agora.services.messaging.socket.protocol import push
 from agora.services.messaging.socket.room_presence import RoomPresence
-from agora.services.messaging.service.messages import MessagingService
-from agora.services.messaging.socket.endpoint import MessagingSocket
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
-from agora.core.settings import Settings
-from agora.security.tokens import TokenService
-from agora.web.guard import RevocationCheck
 
 # Most conversations one `user:<id>` join catches up on, and conversation topics one
 # socket may join at once (each joined topic is a subscription and presence entry).

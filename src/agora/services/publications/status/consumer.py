@@ -33,9 +33,9 @@ import orjson
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
 from agora.ports.bus import Delivery, PoisonMessage
-from agora.services.publications.status.batcher import MicroBatcher
 from agora.services.publications.models import CONNECTED, DISCONNECTED
 from agora.services.publications.repository import UserEvent
+from agora.services.publications.status.batcher import MicroBatcher
 from agora.services.publications.status.service import UserStatusService
 
 log = logging.getLogger("agora.publications.consumer")

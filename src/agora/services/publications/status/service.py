@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from agora.core.audit import Audit
 from agora.adapters.audit_database import add_audit_events
+from agora.core.audit import Audit
 from agora.db.engine import Database, utcnow
 from agora.services.publications.repository import (
     UserEvent,

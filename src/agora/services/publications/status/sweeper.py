@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from agora.core.background import cancel_and_wait
 from agora.ports.pubsub import PubSub
 from agora.realtime.sessions import disconnected_notice, publish_notice
 from agora.services.publications.status.service import UserStatusService
-from agora.core.background import cancel_and_wait
 
 log = logging.getLogger("agora.publications.sweeper")
 
