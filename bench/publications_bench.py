@@ -317,7 +317,7 @@ PROFILE_PARTS = [
                                        "json_response (agora/services/publications/routes.py")),
     ("revocation lookup (Redis MGET)", ("RevocationStore.is_revoked",)),
     ("active-user check (Redis GETEX)", ("UserStatusService.check_active",)),
-    ("guard: token read, verify (cached), identity", ("web.guard.authenticate",)),
+    ("guard: token read, verify (cached), identity", ("authenticate (agora/web/guard.py",)),
     ("SQL: BEGIN", ("_start_transaction",)),
     ("SQL: ROLLBACK + session close", ("AsyncSession.close", "Transaction.rollback")),
     ("SQL: the query (build, compile cache, execute, rows)", ("PublicationService.page",)),
