@@ -9,4 +9,6 @@
 - `sessions`: session-ended notices (logout, disconnect) that close sockets.
 - `endpoint`: the socket lifecycle (limits, ticket, welcome, read loop, cleanup);
   a service subclasses it with its own frames (`services/social/socket.py`).
+- `kit`: builds those pieces for one service, gives its endpoint their arguments, and
+  starts and stops them (and the service's own) in one order.
 """
