@@ -25,7 +25,7 @@ router = APIRouter()
 
 
 def json(content: dict[str, str]) -> Response:
-    # Pre-serialized, as the services' hot routes answer (DESIGN.md: no model pass
+    # Pre-serialized, as the services' hot routes answer (docs/contracts.md: no model pass
     # where a model adds nothing); both rows pay the same.
     return Response(orjson.dumps(content), media_type="application/json")
 

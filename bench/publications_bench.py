@@ -19,7 +19,7 @@ removed at the end: a throwaway database (migrated with `agora.db.migrate.upgrad
 dropped) and a Redis key namespace (deleted). The publications process gets no
 AGORA_AMQP_URL, so it runs the in-process bus: the read path never touches the bus,
 and the events that would keep the user connected are replaced by writing what the
-consumer writes (the `pub_users` row, then `user:<id>` as DESIGN.md fixes it).
+consumer writes (the `pub_users` row, then `user:<id>` as docs/contracts.md fixes it).
 
 Before measuring, both servers must answer 200 with the same JSON (10 publications),
 401 without a token and 403 for a user who is not connected. Then a warm-up, and
@@ -104,7 +104,7 @@ def sqlalchemy_url(database: str) -> str:
 
 
 def cached_user(name: str, email: str, last_activity_at: datetime) -> bytes:
-    """`user:<id>` exactly as DESIGN.md fixes it (and as the status cache writes it)."""
+    """`user:<id>` exactly as docs/contracts.md fixes it (and as the status cache writes it)."""
     value = {
         "status": "connected",
         "name": name,

@@ -199,7 +199,7 @@ async def test_redis_key_is_exactly_namespace_plus_key(
 ) -> None:
     raw = aioredis.Redis.from_url(redis_url)
     namespaced = RedisCache(redis_url, namespace=redis_namespace)
-    bare = RedisCache(redis_url)  # the deployment default: DESIGN.md's keys, untouched
+    bare = RedisCache(redis_url)  # the deployment default: docs/contracts.md's keys, untouched
     user_id = f"contract-{uuid.uuid4().hex}"
     try:
         await namespaced.set(f"user:{user_id}", b'{"status":"connected"}', ttl=60)

@@ -143,7 +143,7 @@ class Deployment:
     suffix: str = field(default_factory=lambda: f".e2e-{RUN_ID}-{uuid.uuid4().hex[:6]}")
     servers: dict[str, Server] = field(default_factory=dict)
 
-    # names on the broker, as DESIGN.md gives them plus this deployment's suffix
+    # names on the broker, as docs/contracts.md gives them plus this deployment's suffix
     @property
     def exchange(self) -> str:
         return f"user.events{self.suffix}"

@@ -1,8 +1,8 @@
-"""DESIGN.md flows 1-4 across separate processes: `agora serve auth` and `agora serve
+"""the contracts (docs/contracts.md) across separate processes: `agora serve auth` and `agora serve
 publications` on PostgreSQL, Redis and RabbitMQ, seen only from outside.
 
 Login in one process must reach the other through the broker; the tests poll (bounded)
-for what a user would see, then check Redis and PostgreSQL for what DESIGN.md fixes.
+for what a user would see, then check Redis and PostgreSQL for what docs/contracts.md fixes.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ async def test_login_event_publications_logout(services: Deployment) -> None:
 
 
 async def test_foreign_publisher_feeds_the_status(services: Deployment) -> None:
-    """A plain AMQP client with DESIGN.md's bare body, no event_id, seq or message_id."""
+    """A plain AMQP client with docs/contracts.md's bare body, no event_id, seq or message_id."""
     token = TokenService(TEST_SECRET, issuer="agora-auth", audience="agora")
     john = token.issue_access("12345", "john").token
     async with httpx.AsyncClient(base_url=services.url("publications"), timeout=10) as pubs:

@@ -1,5 +1,5 @@
 """Token types are mutually exclusive: an access token is never a socket ticket, and a
-ticket (`typ: "ws-connect"`, DESIGN.md flow 5) is never an access token."""
+ticket (`typ: "ws-connect"`, the contracts (docs/contracts.md)) is never an access token."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The messaging socket on a real uvicorn server with real `websockets` clients (DESIGN.md
+"""The messaging socket on a real uvicorn server with real `websockets` clients (docs/contracts.md
 point 6, docs/messaging.md §3): welcome and refusals, replies with their ref,
 joins of `user:` and `conversation:` topics, sending like REST, typing, presence,
 catch-up on reconnect, removed members."""

@@ -1,4 +1,4 @@
-"""The social socket on a real uvicorn server, with real `websockets` clients (DESIGN.md
+"""The social socket on a real uvicorn server, with real `websockets` clients (docs/contracts.md
 flow 5, docs/social.md): tickets, refusals, echo, chat between devices, presence,
 session end."""
 

@@ -5,7 +5,7 @@ every service app stores them in its database's `audit_events` table
 (`agora.adapters.audit_database.database_sink`, wired in `web.app.build_service_app`). A failing
 sink is logged and never fails the caller. A caller whose event belongs to a database
 change can instead store the entry in that change's transaction
-(`audit_store.add_audit_events`) and only `log` it here: the row then exists exactly
+(`adapters.audit_database.add_audit_events`) and only `log` it here: the row then exists exactly
 when the change does, at no extra transaction.
 """
 
@@ -37,7 +37,7 @@ class Audit:
 
     def log(self, entry: dict[str, Any]) -> None:
         """The JSON line only: for a caller that stores the entry itself, in its own
-        transaction (`audit_store.add_audit_events`), as the event consumer does."""
+        transaction (`adapters.audit_database.add_audit_events`), as the event consumer does."""
         _log.info("audit", extra={"audit": entry})
 
     async def record(self, event: str, **fields: Any) -> None:

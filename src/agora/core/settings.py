@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     amqp_cert_file: Path | None = None
     amqp_key_file: Path | None = None
     # Put in front of every Redis key (user:<id> included) to share one Redis between
-    # deployments or test runs; empty in production so keys match DESIGN.md exactly.
+    # deployments or test runs; empty in production so keys match docs/contracts.md exactly.
     redis_namespace: str = ""
     # Prefix of the keys that are the code's own (tickets, rate limits, ...).
     key_prefix: str = "agora:"

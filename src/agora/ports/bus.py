@@ -1,7 +1,7 @@
 """Bus port: publish events to a topic exchange and consume a queue bound to it.
 
-Backends: `adapters.memory_bus.MemoryBus` (embedded: an in-process topic exchange with
-the same ack/dead-letter semantics) and `adapters.amqp_bus.AmqpBus` (RabbitMQ via
+Backends: `adapters.bus_memory.MemoryBus` (embedded: an in-process topic exchange with
+the same ack/dead-letter semantics) and `adapters.bus_amqp.AmqpBus` (RabbitMQ via
 aio-pika: durable topic exchange, quorum queue, dead-letter exchange and queue,
 persistent messages, publisher confirms, manual acks, reconnection).
 

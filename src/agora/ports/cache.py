@@ -2,7 +2,7 @@
 
 Backends: `adapters.memory_cache.MemoryCache` (embedded, one process) and
 `adapters.redis_cache.RedisCache`. Keys are given whole by the caller (`user:<id>` is
-DESIGN.md's exact key); a backend may add a deployment-wide namespace in front of
+docs/contracts.md's exact key); a backend may add a deployment-wide namespace in front of
 every key (`AGORA_REDIS_NAMESPACE`), invisible to callers.
 """
 

@@ -1,4 +1,4 @@
-"""The auth cookie as DESIGN.md fixes it: HttpOnly, SameSite=Strict, Path=/."""
+"""The auth cookie as docs/contracts.md fixes it: HttpOnly, SameSite=Strict, Path=/."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ DISCONNECTED = "user.disconnected"
 
 
 def event_body(event: str, user_id: int, subject: EventSubject) -> tuple[str, str]:
-    """The event's id and its JSON body, as DESIGN.md's event contract has it."""
+    """The event's id and its JSON body, as docs/contracts.md's event contract has it."""
     event_id = str(uuid.uuid4())
     body: dict[str, Any] = {"event": event, "user_id": str(user_id)}
     if event == "connected":

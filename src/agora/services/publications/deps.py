@@ -1,6 +1,6 @@
 """`ActiveUser`: the one check in front of every publications route.
 
-Order, as DESIGN.md flow 2 fixes it: a valid token (else 401, from `CurrentUser`),
+Order, as the contracts (docs/contracts.md) fixes it: a valid token (else 401, from `CurrentUser`),
 then an active user (else 403 `{"error": "Forbidden"}`, audited). Passing it counts
 as activity.
 """

@@ -1,7 +1,7 @@
 """What every part of `MessagingService` shares: its ports, membership, announcements.
 
-`MessagingService` (service.py) is this plus conversations (conversations.py), uploads
-(media_uploads.py) and messages (service.py itself): one object for callers, one file
+`MessagingService` (messages.py) is this plus conversations (conversations.py), uploads
+(media.py) and messages (messages.py itself): one object for callers, one file
 per concern for readers.
 """
 

@@ -1,4 +1,4 @@
-"""`user:<id>` in the cache, exactly as DESIGN.md fixes it, and what to do when it is down.
+"""`user:<id>` in the cache, exactly as docs/contracts.md fixes it, and what to do when it is down.
 
 The cache only accelerates the "is this user active" check; the `pub_users` table is
 the source of truth. So every call here survives an unreachable cache: reads answer

@@ -1,6 +1,6 @@
 """The `user.events` consumer: bus deliveries in, `UserStatusService.apply_events` calls out.
 
-Accepts DESIGN.md's bare body from any publisher
+Accepts docs/contracts.md's bare body from any publisher
 (`{"event": "connected", "user_id": "12345", "name": ..., "email": ...}`) and the auth
 service's extra `event_id`, `occurred_at` and `seq`. A message that can never be
 applied raises `PoisonMessage` with the reason (the bus dead-letters it; the queue

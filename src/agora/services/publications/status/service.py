@@ -10,7 +10,7 @@ disconnected:
   delete comes after the set: no stale key survives. Events come in batches (see
   `consumer`): one transaction per batch, then one cache round trip for all of the
   batch's connected users and one re-read of all of them, the same rule in bulk.
-- A cache that cannot be reached is skipped, never fatal (see `status_cache`): reads
+- A cache that cannot be reached is skipped, never fatal (see `status.cache`): reads
   fall back to the database, and the activity write below (at most once per
   `activity_write_interval`) re-checks the row, so a key left behind by a failed delete
   is dropped at the user's next write.
