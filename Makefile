@@ -40,4 +40,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache \
-		build src/*.egg-info
+		build dist src/*.egg-info
