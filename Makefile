@@ -3,13 +3,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# gRPC stubs: generated from protos/ into the git-ignored src/agora/grpc_gen.
+# gRPC stubs: generated from protos/ into the git-ignored src/agora/grpc_gen (by the editable
+# install too; this target regenerates them when a .proto changes). A wheel ships its own,
+# generated while it is built (setup.py): .ci/wheel-check builds one and serves from it.
 GRPC   := src/agora/grpc_gen/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: run test lint bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -37,4 +39,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache \
+		build dist src/*.egg-info

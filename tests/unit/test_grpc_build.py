@@ -1,12 +1,16 @@
 """The stub generator (`agora.grpc.build`) and the metadata parsing of `agora.grpc.auth`.
 
 Generation runs the real protoc (grpcio-tools) on the repository's protos into a
-temporary package and imports the result, as a fresh clone's `make` does.
+temporary package and imports the result, as a fresh clone's `make` does. At import,
+`ensure_stubs` regenerates only in a checkout with grpcio-tools: an installed wheel (no
+protos beside it, no grpcio-tools) uses the stubs it ships. `.ci/wheel-check` builds and
+serves such a wheel.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +61,65 @@ def test_a_changed_proto_makes_the_stubs_stale(tmp_path: Path) -> None:
 def test_no_protos_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(build.StubsMissing):
         build.generate(tmp_path / "out", tmp_path / "nothing")
+
+
+@pytest.fixture
+def no_grpcio_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in an installed wheel: grpc_tools cannot be imported (nor found). Ask for it
+    after `checkout`, which generates with it."""
+    monkeypatch.setitem(sys.modules, "grpc_tools", None)
+    monkeypatch.setitem(sys.modules, "grpc_tools.protoc", None)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the protos and the stubs generated from them."""
+    protos = tmp_path / "protos"
+    shutil.copytree(build.PROTOS_DIR, protos)
+    target = tmp_path / "grpc_gen"
+    build.generate(target, protos)
+    return target, protos
+
+
+def change_a_proto(protos: Path) -> None:
+    users = protos / "agora" / "auth" / "v1" / "users.proto"
+    users.write_text(users.read_text() + "\n// changed\n")
+
+
+def test_a_checkout_regenerates_stale_stubs_at_import(checkout: tuple[Path, Path]) -> None:
+    target, protos = checkout
+    assert build.ensure_stubs(target, protos) is False  # current: nothing to do
+    change_a_proto(protos)
+    assert build.ensure_stubs(target, protos) is True
+    assert build.is_current(target, protos)
+
+
+def test_an_installed_wheel_uses_the_stubs_it_ships(
+    checkout: tuple[Path, Path], no_grpcio_tools: None, tmp_path: Path
+) -> None:
+    target, _ = checkout
+    stamp = (target / build.STAMP).read_text()
+    assert not build.can_generate(tmp_path / "no-protos")
+    assert build.ensure_stubs(target, tmp_path / "no-protos") is False
+    assert (target / build.STAMP).read_text() == stamp
+
+
+def test_a_checkout_without_grpcio_tools_keeps_stale_stubs_and_says_so(
+    checkout: tuple[Path, Path], no_grpcio_tools: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    target, protos = checkout
+    change_a_proto(protos)
+    assert not build.can_generate(protos)
+    with caplog.at_level(logging.WARNING, logger="agora.grpc"):
+        assert build.ensure_stubs(target, protos) is False
+    assert "older than" in caplog.text
+    assert not build.is_current(target, protos)  # left alone
+
+
+@pytest.mark.usefixtures("no_grpcio_tools")
+def test_missing_stubs_and_no_generator_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(build.StubsMissing, match="wheel"):
+        build.ensure_stubs(tmp_path / "grpc_gen", build.PROTOS_DIR)
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,23 @@
 """Generate the Python gRPC stubs from `protos/` into the git-ignored `agora.grpc_gen`.
 
-`python -m agora.grpc.build` (run by `make run`, `make test` and `make lint`) and
-`ensure_stubs()` (called when the stubs are imported, so a bare `pytest` on a fresh
-clone works too) both regenerate only when the `.proto` files changed: the package
-holds a stamp with the hash of the sources it was generated from.
+Three callers, one generator:
+- the wheel build (`setup.py`'s `build_py`, with grpcio-tools as a build requirement)
+  generates them into the wheel, so an installed Agora needs neither protos nor protoc;
+- `python -m agora.grpc.build` (run by `make install`, `run`, `test` and `lint`) generates
+  them into the source tree of a checkout;
+- `ensure_stubs()`, called when the stubs are imported, regenerates them in a checkout whose
+  `.proto` files changed (so a bare `pytest` works too) when grpcio-tools is there; an
+  installed wheel has no protos and uses the stubs it ships, without importing grpc_tools.
+Generation is skipped when the stubs are current: the package holds a stamp with the hash
+of the sources it was generated from.
 
 protoc names modules after the proto paths (`agora/auth/v1/users.proto` ->
 `agora.auth.v1.users_pb2`), which would collide with the real `agora` package; the
 generated files are moved one level up (`agora.grpc_gen.auth.v1.users_pb2`) and their
 `from agora.` imports rewritten to match. Generation happens in a temporary directory
 next to the target and is swapped in by renames, so a reader never sees half a package.
+This module needs only the standard library (grpc_tools is imported when generating):
+`setup.py` loads it by path, before Agora or its dependencies are installed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import importlib.util
+import logging
 import re
 import shutil
 import sys
@@ -30,6 +40,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "grpc_gen"
 PROTOS_DIR = Path(__file__).resolve().parents[3] / "protos"
 STAMP = ".generated"
 _IMPORT = re.compile(r"^(from|import) agora\.", re.MULTILINE)
+
+log = logging.getLogger("agora.grpc")
 
 
 class StubsMissing(RuntimeError):
@@ -127,24 +139,47 @@ def _generating(package_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def ensure_stubs() -> bool:
+def can_generate(protos_dir: Path = PROTOS_DIR) -> bool:
+    """A checkout (the protos beside `src/`) with the generator (grpcio-tools) installed."""
+    return protos_dir.is_dir() and importlib.util.find_spec("grpc_tools") is not None
+
+
+def refresh(package_dir: Path = PACKAGE_DIR, protos_dir: Path = PROTOS_DIR) -> bool:
     """Generate the stubs if they are missing or older than the protos; True if it did."""
-    if is_current():
+    if is_current(package_dir, protos_dir):
         return False
-    if not PROTOS_DIR.is_dir():
-        raise StubsMissing(
-            f"gRPC stubs missing in {PACKAGE_DIR} and no protos at {PROTOS_DIR}: "
-            "run `make install` (or `python -m agora.grpc.build`) from a source checkout"
-        )
-    with _generating(PACKAGE_DIR):
-        if is_current():  # another process made them while we waited
+    with _generating(package_dir):
+        if is_current(package_dir, protos_dir):  # another process made them while we waited
             return False
-        generate()
+        generate(package_dir, protos_dir)
         return True
 
 
+def ensure_stubs(package_dir: Path = PACKAGE_DIR, protos_dir: Path = PROTOS_DIR) -> bool:
+    """At import: `refresh()` where it can; elsewhere use the stubs that are there (an
+    installed wheel ships them and has no protos). True if it generated them."""
+    if can_generate(protos_dir):
+        return refresh(package_dir, protos_dir)
+    if (package_dir / STAMP).is_file():
+        if not is_current(package_dir, protos_dir):
+            log.warning(
+                "gRPC stubs in %s are older than %s and grpcio-tools is not installed: "
+                "using them as they are",
+                package_dir,
+                protos_dir,
+            )
+        return False
+    raise StubsMissing(
+        f"gRPC stubs missing in {package_dir}: install Agora from its wheel, or run "
+        "`make install` (or `python -m agora.grpc.build`) in a checkout"
+    )
+
+
 def main() -> int:
-    if ensure_stubs():
+    if not proto_files():
+        print(f"no .proto files under {PROTOS_DIR}: run this from a checkout", file=sys.stderr)
+        return 1
+    if refresh():
         print(f"gRPC stubs generated in {PACKAGE_DIR} from {PROTOS_DIR}")
     else:
         (PACKAGE_DIR / STAMP).touch()  # newer than its inputs, for make

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from agora import __version__
 from agora.adapters.audit_database import database_sink
 from agora.core.audit import Audit
 from agora.core.settings import Settings
@@ -79,7 +80,7 @@ def build_service_app(
     app = ServiceApp(
         hsts=settings.cookie_secure,  # Secure cookies mean the deployment is HTTPS
         title=f"Agora {name}",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     # Every service stores its audit events in its own database, besides logging them.

@@ -1,0 +1,39 @@
+"""The one build step pyproject.toml cannot declare: generate the gRPC stubs.
+
+A wheel ships `agora.grpc_gen`, generated from `protos/` while it is built, so an installed
+Agora needs neither the protos nor grpcio-tools (a build requirement only). An editable
+install generates them into the source tree instead, where the checkout imports them.
+The generator is `agora.grpc.build`, loaded by path: the package is not importable yet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+GENERATOR = Path(__file__).resolve().parent / "src" / "agora" / "grpc" / "build.py"
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("agora_grpc_build", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildPyWithStubs(build_py):
+    def run(self) -> None:
+        super().run()
+        generator = load_generator()
+        if self.editable_mode:
+            generator.refresh()  # src/agora/grpc_gen, where the editable install imports it
+        else:
+            generator.generate(Path(self.build_lib) / "agora" / "grpc_gen", generator.PROTOS_DIR)
+
+
+setup(cmdclass={"build_py": BuildPyWithStubs})
