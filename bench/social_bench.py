@@ -849,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
             "busy_cores_before": busy,
             "rlimit_nofile": nofile,
         },
-        "agora_env": {k: v for k, v in AGORA_ENV.items()},
+        "agora_env": dict(AGORA_ENV),
         "throughput": speed,
         "idle": idle,
     }

@@ -8,7 +8,7 @@ import getpass
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 from pydantic import ValidationError
@@ -19,10 +19,13 @@ from agora.core.settings import Settings, load_settings
 from agora.db.migrate import upgrade
 from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
 
+if TYPE_CHECKING:
+    from agora.runtime.process import ProcessApp
+
 SERVICE_ENV = "AGORA_SERVE_SERVICE"
 
 
-def build_app(service: str, settings: Settings) -> Any:
+def build_app(service: str, settings: Settings) -> ProcessApp:
     from agora.runtime.registry import build_app as build_process_app
 
     try:
@@ -31,7 +34,7 @@ def build_app(service: str, settings: Settings) -> Any:
         raise SystemExit(str(error)) from None
 
 
-def app_factory() -> Any:
+def app_factory() -> ProcessApp:
     """For uvicorn's worker processes, which import the app by name."""
     settings = load_settings()
     configure_logging(settings.log_level)

@@ -404,7 +404,7 @@ def test_tls_files_with_a_plain_url_are_refused(tmp_path: Path) -> None:
 async def test_unreadable_tls_files_fail_at_start(tmp_path: Path) -> None:
     """A configuration error, unlike a broker outage: start raises instead of retrying."""
     bus = AmqpBus("amqps://guest:guest@127.0.0.1:1/", tls=TlsFiles(ca_file=tmp_path / "no.pem"))
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         await bus.start()
     await bus.close()
 

@@ -210,7 +210,7 @@ async def test_a_reader_started_before_a_delete_gets_the_whole_file(store: Media
 
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 async def test_ids_other_than_uuid_hex_are_refused(store: MediaStore, bad_id: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="media id must be 32 lowercase hex digits"):
         await store.save(bad_id, chunks_of(b"evil"), max_bytes=100)
     with pytest.raises(MediaMissing):
         await store.open(bad_id)
@@ -252,7 +252,7 @@ async def test_disk_bad_ids_touch_nothing(tmp_path: Path, bad_id: str) -> None:
     outside = tmp_path / "secret"
     outside.write_bytes(b"do not touch")
     store = DiskMediaStore(tmp_path / "media" / "deep")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="media id must be 32 lowercase hex digits"):
         await store.save(bad_id, chunks_of(b"evil"), max_bytes=100)
     await store.delete(bad_id)
     assert files_under(tmp_path) == [outside]
@@ -298,5 +298,5 @@ async def test_http_a_refused_token_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_http_store_needs_an_http_url() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="media url must be http:// or https://"):
         HttpMediaStore("ftp://media.example.com/")

@@ -216,5 +216,5 @@ async def test_webhook_a_notification_that_is_not_json_is_logged_not_raised(
 
 def test_webhook_refuses_a_url_that_is_not_http() -> None:
     for url in ("", "ftp://example.com/hook", "file:///etc/passwd", "127.0.0.1:80"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="notify url must be http:// or https://"):
             WebhookNotifier(url)

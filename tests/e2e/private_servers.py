@@ -139,10 +139,8 @@ class PrivateRabbitMQ:
 
     def stop(self) -> None:
         """`rabbitmqctl stop`, which returns once the node has halted; SIGKILL if not."""
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._ctl("stop", timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
         pid_file = self.root / "rabbitmq.pid"
         pid = pid_file.read_text().strip() if pid_file.exists() else ""
         cmdline = Path(f"/proc/{pid}/cmdline")

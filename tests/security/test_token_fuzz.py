@@ -58,9 +58,9 @@ def verify_or_refuse(token: str) -> Any:
     try:
         return TOKENS.verify(token)
     except TokenError as error:
-        assert error.message in {"Invalid token", "Token expired", "Invalid token type",
-                                 "Token required"}  # fmt: skip
-        return None
+        refusal = error.message
+    assert refusal in {"Invalid token", "Token expired", "Invalid token type", "Token required"}
+    return None
 
 
 # --- arbitrary input ------------------------------------------------------------------
@@ -163,9 +163,7 @@ header_values = {
     "cty": json_value,
     "zip": st.just("DEF"),
 }
-headers = st.fixed_dictionaries(
-    {}, optional={name: strategy for name, strategy in header_values.items()}
-)
+headers = st.fixed_dictionaries({}, optional=dict(header_values))
 
 
 def valid_claims(**overrides: Any) -> dict[str, Any]:

@@ -107,10 +107,14 @@ async def test_entries_added_in_a_transaction_share_its_fate(db: Database) -> No
     audit = Audit("test")
     since = utcnow()
     kept, dropped = unique_login("kept"), unique_login("dropped")
-    with pytest.raises(RuntimeError):
+
+    async def failed_change() -> None:
         async with db.transaction() as session:
             await add_audit_events(session, [audit.entry("test.tx", marker=dropped)])
             raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError, match="the change failed"):
+        await failed_change()
     async with db.transaction() as session:
         entries = [audit.entry("test.tx", marker=kept, user_id=n) for n in range(3)]
         await add_audit_events(session, entries)

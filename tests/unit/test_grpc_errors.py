@@ -100,7 +100,7 @@ async def test_status_seen_by_a_real_client(channel: grpc.aio.Channel, name: str
     code, details, trailers = EXPECTED[name]
     assert caught.value.code() == code
     assert caught.value.details() == details
-    assert {k: v for k, v in caught.value.trailing_metadata() or ()} == trailers
+    assert dict(caught.value.trailing_metadata() or ()) == trailers
 
 
 def test_retry_after_is_at_least_one_second() -> None:

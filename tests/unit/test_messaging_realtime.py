@@ -126,9 +126,9 @@ async def test_room_events_go_to_their_handlers_on_topics_with_sockets(
     await router.pubsub.publish(rooms.channel(TOPIC), b"?what")
     await settle()
     assert seen == [(TOPIC, {"kind": "ping", "x": 1}), (TOPIC, {"kind": "boom"})]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an event has a kind"):
         await rooms.emit(TOPIC, {"no": "kind"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a user id cannot hold a newline"):
         await rooms.broadcast(TOPIC, "{}", except_user="a\nb")
 
 

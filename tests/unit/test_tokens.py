@@ -174,7 +174,7 @@ def test_refusals_are_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_leeway_is_bounded() -> None:
     for leeway in (-1, 61):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="leeway must be between 0 and 60 seconds"):
             service(leeway=leeway)
     service(leeway=0)
     service(leeway=60)

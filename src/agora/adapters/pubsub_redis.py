@@ -184,7 +184,7 @@ class RedisPubSub:
         backoff = ExponentialWithJitterBackoff(base=RECONNECT_BASE, cap=RECONNECT_CAP)
         failures = 0
         while True:
-            connection = self._subscriber_pool.make_connection()
+            connection: AbstractConnection = self._subscriber_pool.make_connection()
             try:
                 await self._connect_and_subscribe(connection)
                 self._first_try.set()

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Protocol
 
 import grpc
 
@@ -38,6 +38,14 @@ CHANNEL_OPTIONS = [
 ]
 
 
+class UserServiceCalls(Protocol):
+    """The part of protoc's (unannotated) `UserServiceStub` this adapter calls, typed."""
+
+    BatchGetUsers: grpc.aio.UnaryUnaryMultiCallable[
+        users_pb2.BatchGetUsersRequest, users_pb2.BatchGetUsersResponse
+    ]
+
+
 class GrpcUserDirectory:
     """Auth's UserService over gRPC. The channel opens on first use (inside the loop)."""
 
@@ -58,9 +66,9 @@ class GrpcUserDirectory:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._stub: UserServiceCalls | None = None
 
-    def _get_stub(self) -> Any:
+    def _get_stub(self) -> UserServiceCalls:
         if self._stub is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
             self._stub = users_pb2_grpc.UserServiceStub(self._channel)

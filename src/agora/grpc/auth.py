@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import unquote
 
 import grpc
@@ -38,7 +38,7 @@ class Caller:
         return self.identity.user_id
 
 
-def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     for key, value in metadata or ():
         if key.lower() != "authorization":
             continue
@@ -61,12 +61,18 @@ def peer_ip(peer: str | None) -> str | None:
     return host.strip("[]") or None
 
 
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
 class GrpcAuthenticator:
     def __init__(self, guard: TokenGuard, audit: Audit) -> None:
         self.guard = guard
         self.audit = audit
 
-    async def authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+    async def authenticate(
+        self, context: grpc.aio.ServicerContext[Req, Resp], method: str
+    ) -> Caller:
         token = bearer_token(context.invocation_metadata())
         ip = peer_ip(context.peer())
         try:
@@ -91,17 +97,15 @@ class AuthenticatedServicer(Protocol):
 
 
 S = TypeVar("S", bound=AuthenticatedServicer)
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
 
 def authenticated_rpc(
     handler: Callable[[S, Req, Caller], Awaitable[Resp]],
-) -> Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     name = handler.__name__
 
     @functools.wraps(handler)
-    async def serve(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def serve(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         method = f"/{self.SERVICE}/{name}"
 
         async def call() -> Resp:

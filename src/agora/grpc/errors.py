@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -67,7 +67,13 @@ def status_of(error: BaseException) -> GrpcStatus:
     return GrpcStatus(code, error.message, trailing)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext[Request, Response], error: BaseException, method: str
+) -> NoReturn:
     """End the call with the status `error` stands for; raises (as `context.abort` does)."""
     status = status_of(error)
     if status.code == grpc.StatusCode.INTERNAL:
@@ -75,12 +81,9 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException, me
     await context.abort(status.code, status.details, trailing_metadata=status.trailing)
 
 
-Response = TypeVar("Response")
-
-
 async def answered(
     method: str,
-    context: grpc.aio.ServicerContext,
+    context: grpc.aio.ServicerContext[Request, Response],
     call: Callable[[], Awaitable[Response]],
 ) -> Response:
     """Run one RPC's work, turning any exception into the status it stands for."""
@@ -90,4 +93,3 @@ async def answered(
         raise  # the handler ended the call itself
     except Exception as error:
         await abort_with(context, error, method)
-        raise  # not reached: abort raises

@@ -27,11 +27,11 @@ UNAVAILABLE_MESSAGE = "User directory (auth) is unavailable, try again later"
 
 def account_ids(raw_ids: Sequence[str]) -> list[int]:
     """The ids that can be account ids (decimal, in range), deduplicated, in order."""
-    ids: list[int] = []
-    for raw in dict.fromkeys(raw_ids):
-        if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_ID_DIGITS:
-            ids.append(int(raw))
-    return ids
+    return [
+        int(raw)
+        for raw in dict.fromkeys(raw_ids)
+        if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_ID_DIGITS
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,10 @@ class PasswordHasher:
 
     def _verify(self, stored_hash: str | None, password: str) -> bool:
         try:
-            return self._argon2.verify(stored_hash or self._dummy_hash, password) and (
-                stored_hash is not None
-            )
+            self._argon2.verify(stored_hash or self._dummy_hash, password)  # raises if not
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+        return stored_hash is not None
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._argon2.check_needs_rehash(stored_hash)

@@ -18,7 +18,9 @@ class RegisterRequest(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    login: str = Field(
+    # "username" too, for OAuth2 password-form clients. The plugin cannot type a keyword
+    # __init__ for such a dynamic alias; the model is only built by model_validate.
+    login: str = Field(  # type: ignore[pydantic-alias]
         min_length=1, max_length=320, validation_alias=AliasChoices("login", "username")
     )
     password: str = Field(min_length=1, max_length=1024)

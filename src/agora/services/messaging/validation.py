@@ -26,13 +26,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
-def conversation_id(value: str) -> str:
+def conversation_id(value: object) -> str:
     if not isinstance(value, str) or ENTITY_ID.fullmatch(value) is None:
         raise NotFound(CONVERSATION_NOT_FOUND)
     return value
 
 
-def message_id(value: str) -> str:
+def message_id(value: object) -> str:
     if not isinstance(value, str) or ENTITY_ID.fullmatch(value) is None:
         raise NotFound(MESSAGE_NOT_FOUND)
     return value
@@ -63,13 +63,13 @@ def user_id(field: str, value: object) -> str:
     return value
 
 
-def limit(value: int, field: str = "limit") -> int:
+def limit(value: object, field: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
         raise Invalid(field, f"{field} must be between 1 and {MAX_PAGE}")
     return value
 
 
-def seq(field: str, value: int | None) -> int | None:
+def seq(field: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -107,7 +107,7 @@ async def _checked_stream(content_type: str, chunks: AsyncIterator[bytes]) -> As
     return replay()
 
 
-def _filename(raw: str) -> str:
+def _filename(raw: object) -> str:
     """The last path component, as safe text (like messages), never empty."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(raw, str) else ""
     return clean_text(name[-MAX_FILENAME_CHARS:]) or "upload"

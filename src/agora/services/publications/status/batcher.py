@@ -12,6 +12,7 @@ so under load batches fill up by themselves and at a trickle an item waits at mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -79,10 +80,8 @@ class MicroBatcher(Generic[T]):
         deadline = self._waiting[0].arrived + self.max_wait
         delay = deadline - asyncio.get_running_loop().time()
         if len(self._waiting) < self.max_size and delay > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _apply_and_resolve(self, batch: list[_Waiting[T]]) -> None:
         try:
