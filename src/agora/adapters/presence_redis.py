@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from agora.adapters.cache_redis import (
+from agora.adapters.redis_client import (
     redis_call,
     redis_client,
 )

@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from agora.adapters.cache_redis import (
+from agora.adapters.redis_client import (
     CALL_BUDGET,
     SOCKET_TIMEOUT,
     redis_call,
