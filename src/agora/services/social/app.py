@@ -10,6 +10,7 @@ from agora.realtime.limits import RateLimiter, realtime_limiter
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch
 from agora.realtime.tickets import TicketService
+from agora.services.social.deps import SocialServices
 from agora.services.social.routes import SOCKET, router
 from agora.services.social.socket import SocialSocket
 from agora.web.app import build_service_app
@@ -19,7 +20,7 @@ PATH_PREFIXES = ("/social/",)
 
 
 def create_app(settings: Settings, backends: Backends) -> ServiceApp:
-    # The hooks run at startup, once the objects set on `app.state` below exist.
+    # The hooks run at startup, once the objects made below exist.
     async def start() -> None:
         await hub.start()
         await presence.start()
@@ -40,7 +41,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         on_start=[start],
         on_stop=[stop],
     )
-    resolved: Backends = app.state.backends
+    resolved: Backends = app.context.backends
     prefix = settings.key_prefix
     channels = ChannelRouter.of(resolved.pubsub)
     hub = Hub(channels, f"{prefix}social:user:")
@@ -54,24 +55,22 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     )
     sessions = SessionWatch(channels, hub, prefix)
     tickets = TicketService(
-        app.state.tokens,
+        app.context.tokens,
         resolved.cache,
-        app.state.revocations,
+        app.context.revocations,
         prefix=prefix,
         ttl=settings.ws_ticket_ttl,
         leeway=settings.ws_ticket_leeway,
-        refresh_keys=app.state.token_guard.refresh_keys,
+        refresh_keys=app.context.guard.refresh_keys,
     )
 
     def limiter(name: str, limit: int, window: float) -> RateLimiter:
         return realtime_limiter(resolved.cache, settings, name, limit, window)
 
-    app.state.tickets = tickets
-    app.state.hub = hub
-    app.state.presence = presence
-    app.state.social_socket = SocialSocket(
+    app.provide(SocialServices(tickets=tickets, hub=hub, presence=presence))
+    social_socket = SocialSocket(
         name="social",
-        audit=app.state.audit,
+        audit=app.context.audit,
         tickets=tickets,
         hub=hub,
         presence=presence,
@@ -88,5 +87,5 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         max_presence_users=settings.presence_max_users,
     )
     # The endpoint itself, no wrapper: its frame would live as long as each socket.
-    app.add_socket_route(SOCKET, app.state.social_socket.handle)
+    app.add_socket_route(SOCKET, social_socket.handle)
     return app
