@@ -52,7 +52,7 @@ import secrets
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -75,6 +75,7 @@ from agora.db.migrate import upgrade
 from agora.ports.backends import Backends
 from agora.ports.bus import Topology
 from agora.services.publications.app import create_app
+from agora.services.publications.deps import PublicationsServices
 from agora.services.publications.models import ProcessedEvent, PubUser
 from agora.services.publications.status.consumer import BATCH_SIZE, UserEventConsumer
 
@@ -203,7 +204,9 @@ async def run_row(
         )
         app = create_app(settings, backends)
         if batch_size != BATCH_SIZE:
-            app.state.user_events = UserEventConsumer(app.state.user_status, batch_size=batch_size)
+            services = app.provided(PublicationsServices)
+            consumer = UserEventConsumer(services.user_status, batch_size=batch_size)
+            app.provide(replace(services, user_events=consumer))
         await backends.start()
         try:
             profiler = cProfile.Profile() if profile else None

@@ -117,6 +117,7 @@ def _read_password() -> str:
 def cmd_users_create(args: argparse.Namespace) -> None:
     from agora.runtime.registry import build_app as build_process_app
     from agora.services.auth.schemas import RegisterRequest
+    from agora.services.auth.service import AuthService
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -135,7 +136,7 @@ def cmd_users_create(args: argparse.Namespace) -> None:
         # A one-off command, beside a server that may hold the gRPC port: no gRPC here.
         process = build_process_app("auth", settings.model_copy(update={"grpc_port": 0}))
         async with process.running():
-            user = await process.apps[0].state.auth_service.register(request)
+            user = await process.apps[0].provided(AuthService).register(request)
         return {"id": str(user.id), "login": user.login, "email": user.email, "name": user.name}
 
     try:

@@ -21,8 +21,9 @@ import pytest
 
 from agora.adapters.users_grpc import GrpcUserDirectory
 from agora.core.errors import Unauthorized
-from agora.grpc.server import GrpcServer, registrars_of
+from agora.grpc.server import GrpcServer
 from agora.ports.users import MAX_BATCH, UserDirectory, UserInfo, UsersUnavailable
+from agora.runtime.process import registrars_of
 from agora.services.auth.user_directory import LocalUserDirectory
 from tests.conftest import make_settings, register_and_login
 from tests.service.grpc_harness import Running, running_auth
@@ -51,7 +52,7 @@ async def directory(request: pytest.FixtureRequest, auth: Running) -> AsyncItera
         token = token or issued
     users: LocalUserDirectory | GrpcUserDirectory
     if request.param == "local":
-        users = LocalUserDirectory(auth.app("auth").state.backends.database)
+        users = LocalUserDirectory(auth.app("auth").context.backends.database)
     else:
         users = GrpcUserDirectory(auth.server.target, deadline=5.0, retries=2)
     try:

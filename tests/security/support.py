@@ -53,7 +53,7 @@ class Agora:
 
     @property
     def tokens(self) -> TokenService:
-        tokens: TokenService = self.auth.state.tokens
+        tokens: TokenService = self.auth.context.tokens
         return tokens
 
     @property

@@ -111,7 +111,7 @@ async def test_rotation_signs_new_tokens_with_the_new_key_and_old_ones_keep_work
 
         async def signing_with_new_key() -> bool:
             # both running services pick the new key set up by themselves
-            return all(app.state.tokens.keys.signing_kid == new_kid for app in agora.app.apps)
+            return all(app.context.tokens.keys.signing_kid == new_kid for app in agora.app.apps)
 
         await eventually(signing_with_new_key, timeout=5)
         new = await new_session(agora.client)

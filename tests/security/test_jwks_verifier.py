@@ -110,13 +110,13 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
         ):
             fetched_at = time.monotonic()
             assert counting.fetches == 1  # at start
-            pub_keys = publications.state.tokens.keys
+            pub_keys = publications.context.tokens.keys
             assert pub_keys.hmac() is None and pub_keys.signing_kid is None
-            assert {k.kid for k in pub_keys.keys()} == {auth.state.tokens.keys.signing_kid}
+            assert {k.kid for k in pub_keys.keys()} == {auth.context.tokens.keys.signing_kid}
 
             session = await new_session(to_auth)
             # The user becomes active as the auth service's `connected` event would make it.
-            await publications.state.backends.bus.publish(
+            await publications.context.backends.bus.publish(
                 "user.connected",
                 orjson.dumps({"event": "connected", "user_id": session.user_id,
                               "name": session.login, "email": f"{session.login}@example.com"}),
@@ -148,7 +148,7 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
             new_kid = keyring.rotate(auth_settings)
 
             async def auth_signs_with_the_new_key() -> bool:
-                return auth.state.tokens.keys.signing_kid == new_kid
+                return auth.context.tokens.keys.signing_kid == new_kid
 
             await eventually(auth_signs_with_the_new_key, timeout=5)
             rotated = await new_session(to_auth)

@@ -39,7 +39,7 @@ class Fuzzed:
     users: dict[str, tuple[str, str]]  # service -> (user id, login)
 
     def bearer(self, service: str) -> dict[str, str]:
-        tokens: TokenService = self.app.apps[0].state.tokens
+        tokens: TokenService = self.app.apps[0].context.tokens
         user_id, login = self.users[service]
         return {"Authorization": f"Bearer {tokens.issue_access(user_id, login).token}"}
 

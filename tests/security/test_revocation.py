@@ -171,7 +171,7 @@ async def test_the_cache_is_refilled_from_the_database(
         await agora.client.post("/auth/api/logout", headers=session.bearer)
         jti = jwt.decode(session.token, options={"verify_signature": False})["jti"]
         key = f"{agora.settings.key_prefix}revoked:jti:{jti}"
-        store = agora.auth.state.revocations
+        store = agora.auth.context.revocations
         if cache:
             await drop_namespace(cache["redis_url"], cache["redis_namespace"])
         else:  # a restart is the memory cache's way to lose everything

@@ -3,7 +3,7 @@
 
 `running_auth(settings)` is auth alone (its app's lifespan, its servicers);
 `running_embedded(settings)` is every service in one process. Both serve the servicers
-the apps declare in `app.state.grpc_servicers` (what `agora serve` hosts) on
+the apps declare in `app.grpc_servicers` (what `agora serve` hosts) on
 127.0.0.1:<ephemeral>, and an HTTP client on the same apps to register and log in.
 """
 
@@ -18,7 +18,8 @@ import grpc
 import httpx
 
 from agora.core.settings import Settings
-from agora.grpc.server import GrpcServer, registrars_of
+from agora.grpc.server import GrpcServer
+from agora.runtime.process import registrars_of
 from agora.runtime.registry import build_app
 
 
@@ -38,7 +39,7 @@ class Running:
     apps: Sequence[Any]
 
     def app(self, name: str) -> Any:
-        return next(app for app in self.apps if app.state.name == name)
+        return next(app for app in self.apps if app.context.name == name)
 
 
 @contextlib.asynccontextmanager

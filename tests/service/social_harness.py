@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import orjson
-from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -34,6 +33,7 @@ from agora.ports.backends import Backends
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.runtime.registry import service_app
+from agora.web.security import ServiceApp
 from tests.conftest import make_settings
 from tests.contract.http_support import serving as http_serving
 
@@ -189,8 +189,8 @@ class Server:
         self.http = http
 
     @property
-    def social(self) -> FastAPI:
-        return next(a for a in self.app.apps if a.state.name == "social")
+    def social(self) -> ServiceApp:
+        return next(a for a in self.app.apps if a.context.name == "social")
 
     async def user(self) -> Client:
         return await Client.register(self.base_url, self.http)

@@ -352,7 +352,7 @@ async def test_rate_limit_is_resource_exhausted_with_retry_after(tmp_path: Path)
         assert int(trailing(error)["retry-after"]) >= 1
         # A retry of a stored send is not a new message: still answered.
         assert not (await send(chat, alice, "c1", text="hi")).created
-        database = serving.app("messaging").state.backends.database
+        database = serving.app("messaging").context.backends.database
         async with database.sessions() as session:
             rows = await session.scalars(
                 select(AuditEvent).where(AuditEvent.event == "messaging.rate_limited")

@@ -34,7 +34,7 @@ def stub(running: Running) -> Any:
 
 
 async def audit_events(running: Running, event: str) -> list[dict[str, Any]]:
-    async with running.app("auth").state.backends.database.sessions() as session:
+    async with running.app("auth").context.backends.database.sessions() as session:
         rows = await session.scalars(
             select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)
         )
@@ -104,8 +104,8 @@ async def refused(running: Running, metadata: Any) -> grpc.aio.AioRpcError:
 
 async def test_every_refused_token_is_unauthenticated_and_audited(auth: Running) -> None:
     user, token = await register_and_login(auth.http)
-    settings = auth.app("auth").state.settings
-    tokens = auth.app("auth").state.tokens
+    settings = auth.app("auth").context.settings
+    tokens = auth.app("auth").context.tokens
     claims = {
         "sub": str(user["id"]), "user_id": str(user["id"]), "login": user["login"],
         "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "typ": "access",
@@ -161,7 +161,7 @@ async def test_an_internal_failure_leaks_nothing(tmp_path: Path) -> None:
     await asyncio.to_thread(upgrade, url)
     async with running_auth(make_settings(tmp_path, database_url=url)) as running:
         user, token = await register_and_login(running.http)
-        database = running.app("auth").state.backends.database
+        database = running.app("auth").context.backends.database
         async with database.transaction() as session:  # the table is gone: a bug of ours
             await session.execute(text("ALTER TABLE auth_users RENAME TO auth_users_gone"))
         with pytest.raises(grpc.aio.AioRpcError) as caught:

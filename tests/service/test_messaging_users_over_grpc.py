@@ -18,6 +18,7 @@ from agora.adapters.users_grpc import GrpcUserDirectory
 from agora.ports.users import UNAVAILABLE_MESSAGE
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
+from agora.services.messaging.service.messages import MessagingService
 from tests.conftest import make_settings, register_and_login
 
 
@@ -47,8 +48,8 @@ async def test_members_are_checked_and_described_over_grpc(
         http,
         app,
     ):
-        messaging = next(a for a in app.apps if a.state.name == "messaging")
-        assert isinstance(messaging.state.messaging.users, GrpcUserDirectory)
+        messaging = next(a for a in app.apps if a.context.name == "messaging")
+        assert isinstance(messaging.provided(MessagingService).users, GrpcUserDirectory)
         alice, alice_token = await register_and_login(http)
         bob, _ = await register_and_login(http)
         headers = {"Authorization": f"Bearer {alice_token}"}

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
 from agora.adapters.audit_database import AuditEvent
@@ -33,11 +32,13 @@ from agora.ports.backends import Backends
 from agora.ports.bus import Delivery, PoisonMessage
 from agora.ports.cache import Cache, CacheUnavailable
 from agora.services.publications.app import create_app
+from agora.services.publications.deps import PublicationsServices
 from agora.services.publications.models import ProcessedEvent, PubUser
 from agora.services.publications.repository import UserStatus, UserStatusRepository
 from agora.services.publications.status import cache as status_cache
 from agora.services.publications.status.cache import UserStatusCache
 from agora.services.publications.status.service import UserStatusService
+from agora.web.security import ServiceApp
 
 
 class UnreachableCache:
@@ -55,13 +56,13 @@ class UnreachableCache:
 
 @dataclass
 class Stack:
-    app: FastAPI
+    app: ServiceApp
     backends: Backends
     client: httpx.AsyncClient
 
     @property
     def status(self) -> UserStatusService:
-        service: UserStatusService = self.app.state.user_status
+        service: UserStatusService = self.app.provided(PublicationsServices).user_status
         return service
 
     @property
@@ -69,14 +70,14 @@ class Stack:
         return self.backends.database
 
     def token(self, user_id: str) -> str:
-        return str(self.app.state.tokens.issue_access(user_id, f"login-{user_id}").token)
+        return str(self.app.context.tokens.issue_access(user_id, f"login-{user_id}").token)
 
     def auth(self, user_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user_id)}"}
 
     async def deliver(self, body: dict[str, Any], message_id: str | None = None) -> None:
         delivery = Delivery(orjson.dumps(body), f"user.{body.get('event')}", message_id)
-        await self.app.state.user_events.handle(delivery)
+        await self.app.provided(PublicationsServices).user_events.handle(delivery)
 
     async def connect(self, user_id: str, **extra: Any) -> None:
         await self.deliver(
@@ -422,7 +423,7 @@ async def test_concurrent_sweepers_disconnect_each_user_once(
         other = UserStatusService(
             other_db,
             UserStatusCache(stack.backends.cache, 3600),
-            stack.app.state.audit,
+            stack.app.context.audit,
             idle_timeout=1,
             activity_write_interval=60,
         )
@@ -477,7 +478,7 @@ def record_batches(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 async def deliver_together(stack: Stack, deliveries: list[Delivery]) -> list[Any]:
     """As the bus does under load: every handler running at once."""
-    handle = stack.app.state.user_events.handle
+    handle = stack.app.provided(PublicationsServices).user_events.handle
     return await asyncio.gather(*(handle(d) for d in deliveries), return_exceptions=True)
 
 
@@ -617,7 +618,7 @@ async def test_a_failing_batch_is_retried_event_by_event(
         assert await stack.cached(user) is not None
         assert await stack.audits(user) == ["user.connected_applied"]
     assert await stack.row(bad) is None and await stack.audits(bad) == []
-    await stack.app.state.user_events.handle(deliveries[1])
+    await stack.app.provided(PublicationsServices).user_events.handle(deliveries[1])
     assert (await stack.row(bad)).status == "connected"  # type: ignore[union-attr]
 
 
@@ -660,7 +661,7 @@ async def test_a_handler_returns_only_after_the_commit_and_the_cache_write(
     gate = GatedDatabase(stack.db)
     stack.status.db = gate  # type: ignore[assignment]
     users = [new_user() for _ in range(3)]
-    handle = stack.app.state.user_events.handle
+    handle = stack.app.provided(PublicationsServices).user_events.handle
     handlers = [asyncio.create_task(handle(delivery_of(body("connected", u)))) for u in users]
     await asyncio.wait_for(gate.committing.wait(), 5)
     await asyncio.sleep(0.05)  # time enough for a handler that did not wait to return

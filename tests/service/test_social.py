@@ -262,7 +262,7 @@ async def test_a_ticket_of_a_revoked_session_is_refused(server: Server) -> None:
 
 async def test_socket_ends_when_the_access_token_expires(server: Server) -> None:
     alice = await server.user()
-    short = server.social.state.tokens.issue(alice.user_id, "access", 2, login=alice.login)
+    short = server.social.context.tokens.issue(alice.user_id, "access", 2, login=alice.login)
     alice.token = short.token
     ws = await alice.socket()
     assert await receive(ws, timeout=6) == {"type": "error", "message": "Session ended"}

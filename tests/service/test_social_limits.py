@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from agora.realtime.presence import PresenceTracker
+from agora.services.social.deps import SocialServices
 from tests.service.social_harness import (
     WS_PATH,
     Server,
@@ -46,7 +47,7 @@ async def eventually(check: object, timeout: float = 5.0) -> None:
 
 
 def social_devices(server: Server, user_id: str) -> int:
-    return len(server.social.state.hub.devices.get(user_id, ()))
+    return len(server.social.provided(SocialServices).hub.devices.get(user_id, ()))
 
 
 async def test_frame_over_the_limit_closes_with_1009(tmp_path: Path) -> None:
@@ -233,7 +234,7 @@ async def test_users_of_a_crashed_instance_go_offline(tmp_path: Path) -> None:
         assert await receive(watcher) == {"type": "presence", "online": []}
 
         # What the other instance did before it died: joined, announced, then nothing.
-        tracker: PresenceTracker = server.social.state.presence
+        tracker: PresenceTracker = server.social.provided(SocialServices).presence
         assert await server.app.backends.presence.join("crashed-user", "its-device", 1.0)
         await server.app.backends.pubsub.publish(
             tracker.channel("crashed-user"),

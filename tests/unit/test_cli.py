@@ -126,7 +126,7 @@ def test_prod_with_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 def test_build_app_knows_each_service(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     auth = cli.build_app("auth", settings)
-    assert isinstance(auth, ProcessApp) and [app.state.name for app in auth.apps] == ["auth"]
+    assert isinstance(auth, ProcessApp) and [app.context.name for app in auth.apps] == ["auth"]
     assert isinstance(cli.build_app("all", settings), ProcessApp)
 
 
@@ -135,7 +135,7 @@ def test_worker_factory_builds_the_service_named_by_the_parent(
 ) -> None:
     monkeypatch.setenv(cli.SERVICE_ENV, "auth")
     app = cli.app_factory()
-    assert isinstance(app, ProcessApp) and [each.state.name for each in app.apps] == ["auth"]
+    assert isinstance(app, ProcessApp) and [each.context.name for each in app.apps] == ["auth"]
 
 
 def test_users_create_reports_each_bad_field(

@@ -19,6 +19,7 @@ from agora.runtime.backends import build_backends
 from agora.security.tokens import Identity
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
+from agora.web.security import ServiceApp
 from tests.conftest import TEST_SECRET, make_settings
 
 router = APIRouter()
@@ -98,7 +99,7 @@ def audit_events() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, audit_events: list[dict[str, Any]]) -> FastAPI:
+def app(tmp_path: Path, audit_events: list[dict[str, Any]]) -> ServiceApp:
     async def sink(entry: dict[str, Any]) -> None:
         audit_events.append(entry)
 
@@ -123,8 +124,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def token_for(app: FastAPI, user_id: str = "7", login: str = "alice") -> str:
-    return str(app.state.tokens.issue_access(user_id, login).token)
+def token_for(app: ServiceApp, user_id: str = "7", login: str = "alice") -> str:
+    return str(app.context.tokens.issue_access(user_id, login).token)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -269,10 +270,10 @@ async def test_refusals_are_401_json_and_audited(
     assert all(expired not in str(e) for e in audit_events), "tokens never go to the audit log"
 
 
-async def test_revoked_token_is_refused(app: FastAPI, client: httpx.AsyncClient) -> None:
-    issued = app.state.tokens.issue_access("7", "alice")
+async def test_revoked_token_is_refused(app: ServiceApp, client: httpx.AsyncClient) -> None:
+    issued = app.context.tokens.issue_access("7", "alice")
     assert (await client.get("/dependency", headers=bearer(issued.token))).status_code == 200
-    await app.state.revocations.revoke(app.state.tokens.verify(issued.token))
+    await app.context.revocations.revoke(app.context.tokens.verify(issued.token))
     for path in ("/dependency", "/decorated/plain"):
         assert_unauthorized(await client.get(path, headers=bearer(issued.token)), "Token revoked")
 

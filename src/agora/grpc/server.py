@@ -1,7 +1,7 @@
 """One grpc.aio server per process, hosting the servicers of the services it runs.
 
-A service app lists what it serves over gRPC in `app.state.grpc_servicers`: callables
-that add one servicer to a server (`Registrar`). The process's lifespan then runs one
+A service app lists what it serves over gRPC in `app.grpc_servicers`: callables that
+add one servicer to a server (`Registrar`). The process's lifespan then runs one
 `GrpcServer` on `settings.grpc_host:grpc_port` with all of them: the embedded app
 (every service in one process) hosts auth's UserService and messaging's
 MessagingService on one port; `agora serve auth` hosts only auth's.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import grpc
 
@@ -98,14 +97,6 @@ class GrpcServer:
             await self._server.stop(self.grace)
         self._server = None
         self.port = None
-
-
-def registrars_of(apps: Sequence[Any]) -> list[Registrar]:
-    """Every servicer the given service apps declared, in order."""
-    found: list[Registrar] = []
-    for app in apps:
-        found.extend(getattr(app.state, "grpc_servicers", None) or ())
-    return found
 
 
 def process_server(settings: Settings, registrars: Sequence[Registrar]) -> GrpcServer | None:

@@ -12,35 +12,39 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from agora.grpc.server import GrpcServer, process_server, registrars_of
+from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
-from agora.web.security import SecurityHeadersMiddleware
+from agora.web.security import SecurityHeadersMiddleware, ServiceApp
 
 log = logging.getLogger("agora.process")
 
 
+def registrars_of(apps: Sequence[ServiceApp]) -> list[Registrar]:
+    """Every gRPC servicer the given service apps declared, in order."""
+    return [register for app in apps for register in app.grpc_servicers]
+
+
 class ProcessApp:
-    def __init__(self, apps: Sequence[FastAPI], backends: Backends, owns_backends: bool) -> None:
+    def __init__(self, apps: Sequence[ServiceApp], backends: Backends, owns_backends: bool) -> None:
         self.apps = list(apps)
         self.backends = backends
         self.owns_backends = owns_backends
         self.grpc: GrpcServer | None = None  # the process's gRPC server, while running
         self.routes = sorted(
-            ((prefix, app) for app in apps for prefix in app.state.path_prefixes),
+            ((prefix, app) for app in apps for prefix in app.context.path_prefixes),
             key=lambda item: len(item[0]),
             reverse=True,
         )
         # A path no service answers gets the same headers as the services' answers.
         self.not_found = SecurityHeadersMiddleware(
             JSONResponse({"error": "Not found"}, status_code=404),
-            hsts=any(app.state.settings.cookie_secure for app in apps),
+            hsts=any(app.context.settings.cookie_secure for app in apps),
         )
 
-    def app_for(self, path: str) -> FastAPI | None:
+    def app_for(self, path: str) -> ServiceApp | None:
         if len(self.apps) == 1:
             return self.apps[0]
         for prefix, app in self.routes:
@@ -58,7 +62,7 @@ class ProcessApp:
                 await stack.enter_async_context(app.router.lifespan_context(app))
             # One gRPC server for the process, hosting every service's servicers; it
             # stops first (the stack unwinds in reverse), before what they use.
-            self.grpc = process_server(self.apps[0].state.settings, registrars_of(self.apps))
+            self.grpc = process_server(self.apps[0].context.settings, registrars_of(self.apps))
             if self.grpc is not None:
                 await self.grpc.start()
                 stack.push_async_callback(self.grpc.stop)

@@ -16,6 +16,7 @@ from agora.security.guard import TokenGuard
 from agora.security.keyring import KeyRefresher, initial_keyset
 from agora.security.revocation import RevocationStore
 from agora.security.tokens import TokenService
+from agora.web.context import ServiceContext
 from agora.web.errors import install_error_handlers
 from agora.web.security import ServiceApp, install_http_policy
 
@@ -50,7 +51,7 @@ def build_service_app(
     `path_prefixes` are the public paths the service answers; the embedded app and
     nginx route on them. `backends` belong to the caller (`agora.runtime`), which
     starts and closes them, and serves the gRPC servicers the app declares in
-    `app.state.grpc_servicers`.
+    `app.grpc_servicers`. All of it is kept, typed, in `app.context` (`ServiceContext`).
     `body_limits`: exact paths whose request body may exceed `max_body_bytes` (uploads).
     """
 
@@ -77,22 +78,25 @@ def build_service_app(
             await revocations.stop()
             await keys.stop()
 
+    # Every service stores its audit events in its own database, besides logging them.
+    service_audit = audit or Audit(name, sink=database_sink(backends.database))
+    context = ServiceContext(
+        name=name,
+        settings=settings,
+        backends=backends,
+        audit=service_audit,
+        tokens=tokens,
+        revocations=revocations,
+        guard=TokenGuard(tokens, service_audit, revocations, keys.refresh),
+        path_prefixes=tuple(path_prefixes),
+    )
     app = ServiceApp(
+        context=context,
         hsts=settings.cookie_secure,  # Secure cookies mean the deployment is HTTPS
         title=f"Agora {name}",
         version=__version__,
         lifespan=lifespan,
     )
-    # Every service stores its audit events in its own database, besides logging them.
-    service_audit = audit or Audit(name, sink=database_sink(backends.database))
-    app.state.name = name
-    app.state.settings = settings
-    app.state.backends = backends
-    app.state.path_prefixes = tuple(path_prefixes)
-    app.state.audit = service_audit
-    app.state.tokens = tokens
-    app.state.revocations = revocations
-    app.state.token_guard = TokenGuard(tokens, service_audit, revocations, keys.refresh)
     install_error_handlers(app)
     install_http_policy(app, settings, body_limits)
     for router in routers:

@@ -22,6 +22,7 @@ from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import csrf_ok
+from agora.web.deps import app_of
 
 
 def extract_token(request: Request) -> tuple[str | None, bool]:
@@ -68,13 +69,8 @@ async def _audit_refusal(
     )
 
 
-def guard_of(request: Request) -> TokenGuard:
-    guard: TokenGuard = request.app.state.token_guard
-    return guard
-
-
 async def current_user(request: Request) -> Identity:
-    return await authenticate(guard_of(request), request)
+    return await authenticate(app_of(request).context.guard, request)
 
 
 CurrentUser = Annotated[Identity, Depends(current_user)]
@@ -104,7 +100,7 @@ def token_required(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         request: Request = kwargs["request"] if wants_request else kwargs.pop("request")
-        identity = await authenticate(guard_of(request), request)
+        identity = await authenticate(app_of(request).context.guard, request)
         if wants_identity:
             kwargs["current_user"] = identity
         return await endpoint(*args, **kwargs)

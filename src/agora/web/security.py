@@ -8,7 +8,7 @@ a header list built once at start plus a few set lookups.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -17,10 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from agora.core.settings import Settings
+from agora.web.context import ServiceContext
 from agora.web.errors import error_response
 
 Header = tuple[bytes, bytes]
 SocketEndpoint = Callable[[WebSocket], Awaitable[None]]
+T = TypeVar("T")
 
 # An API serves JSON, never a page: nothing may load, run, frame or be framed.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -104,17 +106,35 @@ class SecurityHeadersMiddleware:
 
 
 class ServiceApp(FastAPI):
-    """A FastAPI app with SecurityHeadersMiddleware outside its whole stack.
+    """A FastAPI app with SecurityHeadersMiddleware outside its whole stack, holding what
+    it was assembled with, typed: `context` (every service's), the service's own object
+    (`provide`), the gRPC servicers it declares. Routes reach them through typed
+    dependencies (`agora.web.deps`), never through `app.state`.
 
     Starlette's ServerErrorMiddleware answers a 500 straight to the server, past any
     middleware added with `add_middleware`; wrapping the built stack is the one place
     that sees every response, the 500 included.
     """
 
-    def __init__(self, *, hsts: bool, **kwargs: Any) -> None:
+    def __init__(self, *, context: ServiceContext, hsts: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.context = context
         self.hsts = hsts
         self.sockets: dict[str, SocketEndpoint] = {}
+        self._parts: dict[type[Any], Any] = {}
+        # `agora.grpc.server.Registrar`s (the web layer does not import grpc); the
+        # runtime hosts them on the process's one gRPC server.
+        self.grpc_servicers: list[Callable[[Any], None]] = []
+
+    def provide(self, part: object) -> None:
+        """Keeps an object the service was assembled with, found again by its type
+        (`provided`); one per type, a later one replaces it."""
+        self._parts[type(part)] = part
+
+    def provided(self, kind: type[T]) -> T:
+        """The `kind` object given to `provide` (KeyError if none was)."""
+        part: T = self._parts[kind]
+        return part
 
     def add_socket_route(self, path: str, endpoint: SocketEndpoint) -> None:
         """A WebSocket route served past the middleware stack (see `__call__`)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from agora.core.settings import Settings
+from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
@@ -17,12 +18,12 @@ PATH_PREFIXES = ("/auth/", "/login")
 
 
 def create_app(settings: Settings, backends: Backends) -> ServiceApp:
-    # The hooks run at startup, once `app.state.outbox_relay` (set below) exists.
+    # The hooks run at startup, once `relay` (made below) exists.
     async def start_relay() -> None:
-        await app.state.outbox_relay.start()
+        await relay.start()
 
     async def stop_relay() -> None:
-        await app.state.outbox_relay.stop()
+        await relay.stop()
 
     app = build_service_app(
         name="auth",
@@ -33,27 +34,32 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         on_start=[start_relay],
         on_stop=[stop_relay],
     )
-    app.state.grpc_servicers = [user_service(app)]
+    context = app.context
+    app.grpc_servicers = [
+        user_service(backends.database, GrpcAuthenticator(context.guard, context.audit))
+    ]
     hasher = PasswordHasher(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
     )
     outbox_written = asyncio.Event()
-    app.state.outbox_relay = OutboxRelay(
-        app.state.backends.database,
-        app.state.backends.bus,
+    relay = OutboxRelay(
+        backends.database,
+        backends.bus,
         poll_interval=settings.outbox_poll_interval,
         wake=outbox_written,
     )
-    throttle = LoginThrottle(app.state.backends.cache, app.state.audit, settings)
-    app.state.auth_service = AuthService(
-        app.state.backends.database,
-        hasher,
-        app.state.tokens,
-        app.state.audit,
-        outbox_written,
-        throttle=throttle,
-        revocations=app.state.revocations,
-        sessions=app.state.backends.pubsub,
-        key_prefix=settings.key_prefix,
+    throttle = LoginThrottle(backends.cache, context.audit, settings)
+    app.provide(
+        AuthService(
+            backends.database,
+            hasher,
+            context.tokens,
+            context.audit,
+            outbox_written,
+            throttle=throttle,
+            revocations=context.revocations,
+            sessions=backends.pubsub,
+            key_prefix=settings.key_prefix,
+        )
     )
     return app

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from fastapi import FastAPI
 
 from agora.core.errors import Invalid, NotFound
 from agora.db.engine import Database
@@ -59,14 +58,10 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         return users_pb2.BatchGetUsersResponse(users=await self._users(list(request.ids)))
 
 
-def user_service(app: FastAPI) -> Registrar:
-    """Adds auth's UserService, verifying tokens with this app's guard."""
+def user_service(database: Database, auth: GrpcAuthenticator) -> Registrar:
+    """Adds auth's UserService over `database`, verifying tokens with `auth`."""
 
     def register(server: grpc.aio.Server) -> None:
-        servicer = UserServicer(
-            app.state.backends.database,
-            GrpcAuthenticator(app.state.token_guard, app.state.audit),
-        )
-        users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(database, auth), server)
 
     return register

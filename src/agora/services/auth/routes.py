@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
+from agora.services.auth.deps import AuthServiceDep
 from agora.services.auth.schemas import (
     LoginRequest,
     LoginResponse,
@@ -16,9 +17,9 @@ from agora.services.auth.schemas import (
     RegisterRequest,
     UserOut,
 )
-from agora.services.auth.service import AuthService
 from agora.web.cookies import clear_auth_cookie, set_auth_cookie
 from agora.web.csrf import csrf_token_for
+from agora.web.deps import SettingsDep, TokensDep
 from agora.web.errors import error_response
 from agora.web.guard import CurrentUser
 
@@ -57,11 +58,6 @@ JWK_SET = {
         }
     },
 }
-
-
-def service_of(request: Request) -> AuthService:
-    service: AuthService = request.app.state.auth_service
-    return service
 
 
 def user_out(user: Any) -> UserOut:
@@ -107,8 +103,8 @@ async def _read_login(request: Request) -> LoginRequest | JSONResponse:
         409: {"description": "Login or email already taken"},
     },
 )
-async def register(body: RegisterRequest, request: Request) -> UserOut:
-    return user_out(await service_of(request).register(body))
+async def register(body: RegisterRequest, auth: AuthServiceDep) -> UserOut:
+    return user_out(await auth.register(body))
 
 
 @router.post(
@@ -120,12 +116,13 @@ async def register(body: RegisterRequest, request: Request) -> UserOut:
 @router.post(
     "/login", response_model=LoginResponse, openapi_extra=LOGIN_BODY, responses=LOGIN_ERRORS
 )
-async def login(request: Request, response: Response) -> Any:
+async def login(
+    request: Request, response: Response, auth: AuthServiceDep, settings: SettingsDep
+) -> Any:
     body = await _read_login(request)
     if isinstance(body, JSONResponse):
         return body
-    user, issued = await service_of(request).login(body.login, body.password, client_ip(request))
-    settings = request.app.state.settings
+    user, issued = await auth.login(body.login, body.password, client_ip(request))
     csrf = csrf_token_for(issued.jti)
     set_auth_cookie(response, issued.token, csrf, issued.expires_in, settings.cookie_secure)
     response.headers["Cache-Control"] = "no-store"
@@ -135,32 +132,42 @@ async def login(request: Request, response: Response) -> Any:
 
 
 @router.get("/auth/api/me", response_model=UserOut, responses=ERRORS)
-async def me(user: CurrentUser, request: Request) -> UserOut:
-    return user_out(await service_of(request).current(user))
+async def me(user: CurrentUser, auth: AuthServiceDep) -> UserOut:
+    return user_out(await auth.current(user))
 
 
 @router.post("/auth/api/logout", response_model=LogoutResponse, responses=ERRORS)
-async def logout(user: CurrentUser, request: Request, response: Response) -> LogoutResponse:
+async def logout(
+    user: CurrentUser,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> LogoutResponse:
     """Revoke this token and expire the cookies."""
-    await service_of(request).logout(user, client_ip(request))
-    clear_auth_cookie(response, request.app.state.settings.cookie_secure)
+    await auth.logout(user, client_ip(request))
+    clear_auth_cookie(response, settings.cookie_secure)
     return LogoutResponse()
 
 
 @router.post("/auth/api/logout/all", response_model=LogoutResponse, responses=ERRORS)
 async def logout_everywhere(
-    user: CurrentUser, request: Request, response: Response
+    user: CurrentUser,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
 ) -> LogoutResponse:
     """Revoke every token of the user issued so far, on every device."""
-    await service_of(request).logout(user, client_ip(request), everywhere=True)
-    clear_auth_cookie(response, request.app.state.settings.cookie_secure)
+    await auth.logout(user, client_ip(request), everywhere=True)
+    clear_auth_cookie(response, settings.cookie_secure)
     return LogoutResponse()
 
 
 @router.get("/auth/.well-known/jwks.json", response_class=Response, responses={200: JWK_SET})
-async def jwks(request: Request) -> Response:
+async def jwks(tokens: TokensDep) -> Response:
     """The public keys that verify Agora's tokens (never an HMAC secret)."""
-    body = orjson.dumps(request.app.state.tokens.keys.jwks())
+    body = orjson.dumps(tokens.keys.jwks())
     return Response(
         body,
         media_type="application/jwk-set+json",

@@ -15,6 +15,7 @@ adapters `agora.runtime` chose (`MessagingAdapters`):
 from __future__ import annotations
 
 from agora.core.settings import Settings
+from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
 from agora.services.messaging.grpc_api import messaging_service
 from agora.services.messaging.http.media_routes import upload_body_limits
@@ -49,13 +50,14 @@ def create_app(settings: Settings, backends: Backends, adapters: MessagingAdapte
         on_stop=[stop],
         body_limits=upload_body_limits(settings),
     )
+    context = app.context
     realtime = build_messaging_realtime(
         settings,
         backends,
-        tokens=app.state.tokens,
-        revocations=app.state.revocations,
-        audit=app.state.audit,
-        refresh_keys=app.state.token_guard.refresh_keys,
+        tokens=context.tokens,
+        revocations=context.revocations,
+        audit=context.audit,
+        refresh_keys=context.guard.refresh_keys,
         service_getter=lambda: service,
     )
     service = MessagingService(
@@ -64,12 +66,13 @@ def create_app(settings: Settings, backends: Backends, adapters: MessagingAdapte
         media=adapters.media,
         events=realtime.fanout,
         notifier=adapters.notifier,
-        limits=MessagingLimits(backends.cache, settings, app.state.audit),
-        audit=app.state.audit,
+        limits=MessagingLimits(backends.cache, settings, context.audit),
+        audit=context.audit,
         settings=settings,
     )
-    app.state.messaging = service
-    app.state.messaging_realtime = realtime
-    app.state.grpc_servicers = [messaging_service(app)]
+    app.provide(service)
+    app.grpc_servicers = [
+        messaging_service(service, GrpcAuthenticator(context.guard, context.audit))
+    ]
     app.add_socket_route(SOCKET_PATH, realtime.socket.handle)
     return app

@@ -10,7 +10,6 @@ translates values to protobuf. Domain errors become gRPC statuses in
 from __future__ import annotations
 
 import grpc
-from fastapi import FastAPI
 
 from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
 from agora.grpc.server import Registrar
@@ -126,15 +125,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         )
 
 
-def messaging_service(app: FastAPI) -> Registrar:
-    """Adds MessagingService over this app's `app.state.messaging`, verifying tokens with
-    this app's guard."""
+def messaging_service(service: MessagingService, auth: GrpcAuthenticator) -> Registrar:
+    """Adds MessagingService over `service`, verifying tokens with `auth`."""
 
     def register(server: grpc.aio.Server) -> None:
-        servicer = MessagingServicer(
-            app.state.messaging,  # set by create_app before the server starts
-            GrpcAuthenticator(app.state.token_guard, app.state.audit),
-        )
+        servicer = MessagingServicer(service, auth)
         messaging_pb2_grpc.add_MessagingServiceServicer_to_server(servicer, server)
 
     return register

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
+from agora.services.publications.deps import PublicationsServices
 from agora.services.publications.routes import router
 from agora.services.publications.service import PublicationService
 from agora.services.publications.status.cache import UserStatusCache
@@ -17,15 +18,16 @@ PATH_PREFIXES = ("/api/publications",)
 
 
 def create_app(settings: Settings, backends: Backends) -> ServiceApp:
-    # The hooks run at startup, once the objects set on `app.state` below exist.
+    # The hooks run at startup, and take the objects the app holds then (a benchmark
+    # may provide other ones before it starts the app).
     async def start() -> None:
-        consumer: UserEventConsumer = app.state.user_events
-        await app.state.backends.bus.consume(consumer.handle, prefetch=settings.amqp_prefetch)
-        app.state.idle_sweeper.start()
+        services = app.provided(PublicationsServices)
+        await backends.bus.consume(services.user_events.handle, prefetch=settings.amqp_prefetch)
+        services.idle_sweeper.start()
 
     async def stop() -> None:
         # The consumer stops with the bus, which its owner closes after this.
-        await app.state.idle_sweeper.stop()
+        await app.provided(PublicationsServices).idle_sweeper.stop()
 
     app = build_service_app(
         name="publications",
@@ -36,18 +38,21 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         on_start=[start],
         on_stop=[stop],
     )
-    resolved: Backends = app.state.backends
     status = UserStatusService(
-        resolved.database,
-        UserStatusCache(resolved.cache, settings.user_cache_ttl),
-        app.state.audit,
+        backends.database,
+        UserStatusCache(backends.cache, settings.user_cache_ttl),
+        app.context.audit,
         idle_timeout=settings.idle_timeout,
         activity_write_interval=settings.activity_write_interval,
     )
-    app.state.user_status = status
-    app.state.user_events = UserEventConsumer(status)
-    app.state.idle_sweeper = IdleSweeper(
-        status, settings.idle_sweep_interval, resolved.pubsub, settings.key_prefix
+    app.provide(
+        PublicationsServices(
+            publications=PublicationService(backends.database),
+            user_status=status,
+            user_events=UserEventConsumer(status),
+            idle_sweeper=IdleSweeper(
+                status, settings.idle_sweep_interval, backends.pubsub, settings.key_prefix
+            ),
+        )
     )
-    app.state.publications = PublicationService(resolved.database)
     return app

@@ -10,17 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from agora.services.publications.deps import ActiveUser
+from agora.services.publications.deps import ActiveUser, PublicationServiceDep
 from agora.services.publications.schemas import (
     PublicationCreate,
     PublicationOut,
     PublicationPage,
     PublicationUpdate,
 )
-from agora.services.publications.service import PublicationService
 
 router = APIRouter(prefix="/api/publications", tags=["publications"])
 
@@ -36,11 +35,6 @@ ITEM_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def service_of(request: Request) -> PublicationService:
-    service: PublicationService = request.app.state.publications
-    return service
-
-
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(
         orjson.dumps(content, option=orjson.OPT_UTC_Z),
@@ -52,33 +46,37 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 @router.get("", responses={200: {"model": PublicationPage}, **ERRORS})
 async def list_publications(
     user: ActiveUser,
-    request: Request,
+    service: PublicationServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    return json_response(await service_of(request).page(user.user_id, cursor, limit))
+    return json_response(await service.page(user.user_id, cursor, limit))
 
 
 @router.post("", status_code=201, responses={201: {"model": PublicationOut}, **ERRORS})
 async def create_publication(
-    body: PublicationCreate, user: ActiveUser, request: Request
+    body: PublicationCreate, user: ActiveUser, service: PublicationServiceDep
 ) -> Response:
-    return json_response(await service_of(request).create(user.user_id, body), 201)
+    return json_response(await service.create(user.user_id, body), 201)
 
 
 @router.get("/{publication_id}", responses={200: {"model": PublicationOut}, **ITEM_ERRORS})
-async def get_publication(publication_id: str, user: ActiveUser, request: Request) -> Response:
-    return json_response(await service_of(request).get(user.user_id, publication_id))
+async def get_publication(
+    publication_id: str, user: ActiveUser, service: PublicationServiceDep
+) -> Response:
+    return json_response(await service.get(user.user_id, publication_id))
 
 
 @router.patch("/{publication_id}", responses={200: {"model": PublicationOut}, **ITEM_ERRORS})
 async def update_publication(
-    publication_id: str, body: PublicationUpdate, user: ActiveUser, request: Request
+    publication_id: str, body: PublicationUpdate, user: ActiveUser, service: PublicationServiceDep
 ) -> Response:
-    return json_response(await service_of(request).update(user.user_id, publication_id, body))
+    return json_response(await service.update(user.user_id, publication_id, body))
 
 
 @router.delete("/{publication_id}", status_code=204, responses=ITEM_ERRORS)
-async def delete_publication(publication_id: str, user: ActiveUser, request: Request) -> Response:
-    await service_of(request).delete(user.user_id, publication_id)
+async def delete_publication(
+    publication_id: str, user: ActiveUser, service: PublicationServiceDep
+) -> Response:
+    await service.delete(user.user_id, publication_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
 from agora.realtime.kit import build_realtime
+from agora.services.social.deps import SocialServices
 from agora.services.social.routes import SOCKET, router
 from agora.services.social.socket import SocialSocket
 from agora.web.app import build_service_app
@@ -33,19 +34,17 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     kit = build_realtime(
         settings,
         backends,
-        tokens=app.state.tokens,
-        revocations=app.state.revocations,
-        refresh_keys=app.state.token_guard.refresh_keys,
+        tokens=app.context.tokens,
+        revocations=app.context.revocations,
+        refresh_keys=app.context.guard.refresh_keys,
         hub_channels="social:user:",
         presence_channels="presence:",
     )
-    app.state.tickets = kit.tickets
-    app.state.hub = kit.hub
-    app.state.presence = kit.presence
-    app.state.social_socket = SocialSocket(
+    app.provide(SocialServices(tickets=kit.tickets, hub=kit.hub, presence=kit.presence))
+    social_socket = SocialSocket(
         **kit.endpoint_args(
             name="social",
-            audit=app.state.audit,
+            audit=app.context.audit,
             connect_limiter=kit.limiter(
                 "social-connect",
                 settings.social_connections_per_ip,
@@ -60,5 +59,5 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         max_content_chars=settings.social_max_content_chars,
     )
     # The endpoint itself, no wrapper: its frame would live as long as each socket.
-    app.add_socket_route(SOCKET, app.state.social_socket.handle)
+    app.add_socket_route(SOCKET, social_socket.handle)
     return app

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from agora.realtime.tickets import TicketService
+from agora.services.social.deps import SocialServicesDep
+from agora.web.deps import AuditDep
 from agora.web.guard import CurrentUser
 
 router = APIRouter()
@@ -19,11 +20,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(CONNECT_TOKEN, responses=ERRORS)
 @router.post(CONNECT_TOKEN, responses=ERRORS)
-async def connect_token(user: CurrentUser, request: Request) -> dict[str, object]:
+async def connect_token(
+    user: CurrentUser, social: SocialServicesDep, audit: AuditDep
+) -> dict[str, object]:
     """A one-time ticket (10 s) for `/social/api/socials/ws?token=...`."""
-    tickets: TicketService = request.app.state.tickets
-    issued = tickets.issue(user)
-    await request.app.state.audit.record(
+    issued = social.tickets.issue(user)
+    await audit.record(
         "social.ticket_issued", user_id=user.user_id, jti=issued.jti, session=user.jti
     )
     return {"success": True, "token": issued.token}

@@ -1,11 +1,12 @@
-"""What the messaging routes share: the caller as an `Actor`, path ids, JSON answers."""
+"""What the messaging routes share: the service, the caller as an `Actor`, path ids,
+JSON answers."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.responses import Response
 
 from agora.core.errors import NotFound
@@ -13,6 +14,7 @@ from agora.security.tokens import Identity
 from agora.services.messaging.domain import Actor
 from agora.services.messaging.http.schemas import PATH_ID
 from agora.services.messaging.service.messages import MessagingService
+from agora.web.deps import from_app
 from agora.web.guard import extract_token
 
 PREFIX = "/api/v1"
@@ -28,9 +30,8 @@ ERRORS: Responses = {
 LIMITED: Responses = {429: {"description": "Rate limited; `Retry-After` says for how long"}}
 
 
-def service_of(request: Request) -> MessagingService:
-    service: MessagingService = request.app.state.messaging
-    return service
+# Provided by `create_app`; the socket and gRPC doors get the same one at assembly.
+MessagingServiceDep = Annotated[MessagingService, Depends(from_app(MessagingService))]
 
 
 def actor_of(user: Identity, request: Request) -> Actor:

@@ -21,13 +21,14 @@ from agora.services.messaging.http.deps import (
     ERRORS,
     LIMITED,
     PREFIX,
+    MessagingServiceDep,
     actor_of,
     json_response,
     path_id,
-    service_of,
 )
 from agora.services.messaging.http.multipart import MULTIPART_OVERHEAD, read_file_part
 from agora.services.messaging.http.schemas import MediaOut
+from agora.web.deps import SettingsDep
 from agora.web.guard import CurrentUser
 
 MEDIA_UPLOAD_PATH = f"{PREFIX}/media"
@@ -78,14 +79,15 @@ def upload_body_limits(settings: Settings) -> dict[str, int]:
         **LIMITED,
     },
 )
-async def upload_media(user: CurrentUser, request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+async def upload_media(
+    user: CurrentUser, service: MessagingServiceDep, settings: SettingsDep, request: Request
+) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.media_max_bytes + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(f"File larger than {settings.media_max_bytes} bytes")
     part = await read_file_part(request)
     try:
-        media = await service_of(request).upload_media(
+        media = await service.upload_media(
             actor_of(user, request), part.content_type, part.filename, part.chunks
         )
     finally:
@@ -102,9 +104,11 @@ async def upload_media(user: CurrentUser, request: Request) -> Response:
         404: {"description": "No such file, or not the caller's nor in their conversations"},
     },
 )
-async def download_media(media_id: str, user: CurrentUser, request: Request) -> Response:
+async def download_media(
+    media_id: str, user: CurrentUser, service: MessagingServiceDep, request: Request
+) -> Response:
     media_id = path_id(media_id, "Media")
-    media, chunks = await service_of(request).open_media(actor_of(user, request), media_id)
+    media, chunks = await service.open_media(actor_of(user, request), media_id)
     return StreamingResponse(
         chunks,
         media_type=media.content_type,

@@ -19,11 +19,11 @@ from agora.services.messaging.http.deps import (
     ERRORS,
     LIMITED,
     PREFIX,
+    MessagingServiceDep,
     Responses,
     actor_of,
     json_response,
     path_id,
-    service_of,
 )
 from agora.services.messaging.http.media_routes import router as media_router
 from agora.services.messaging.http.schemas import (
@@ -74,10 +74,10 @@ AUTHOR_ONLY: Responses = {
     },
 )
 async def create_conversation(
-    body: ConversationCreate, user: CurrentUser, request: Request
+    body: ConversationCreate, user: CurrentUser, service: MessagingServiceDep, request: Request
 ) -> Response:
     body.check()
-    service, actor = service_of(request), actor_of(user, request)
+    actor = actor_of(user, request)
     if body.kind == "direct":
         assert body.user_id is not None  # check() made sure
         conversation, created = await service.create_direct(actor, body.user_id)
@@ -92,11 +92,12 @@ async def create_conversation(
 @router.get("/conversations", responses={200: {"model": ConversationPage}, **ERRORS})
 async def list_conversations(
     user: CurrentUser,
+    service: MessagingServiceDep,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    summaries, next_cursor = await service_of(request).list_conversations(
+    summaries, next_cursor = await service.list_conversations(
         actor_of(user, request), limit, cursor
     )
     return json_response(
@@ -108,9 +109,11 @@ async def list_conversations(
     "/conversations/{conversation_id}",
     responses={200: {"model": ConversationDetail}, **IN_CONVERSATION},
 )
-async def get_conversation(conversation_id: str, user: CurrentUser, request: Request) -> Response:
+async def get_conversation(
+    conversation_id: str, user: CurrentUser, service: MessagingServiceDep, request: Request
+) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
-    service, actor = service_of(request), actor_of(user, request)
+    actor = actor_of(user, request)
     summary = await service.get_conversation(actor, conversation_id)
     users = await service.describe_members(actor, conversation_id)
     return json_response({**summary.to_json(), "users": [u.to_json() for u in users]})
@@ -121,12 +124,14 @@ async def get_conversation(conversation_id: str, user: CurrentUser, request: Req
     responses={200: {"model": ConversationState}, **OWNER_ONLY},
 )
 async def rename_conversation(
-    conversation_id: str, body: ConversationRename, user: CurrentUser, request: Request
+    conversation_id: str,
+    body: ConversationRename,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
-    conversation = await service_of(request).rename_group(
-        actor_of(user, request), conversation_id, body.title
-    )
+    conversation = await service.rename_group(actor_of(user, request), conversation_id, body.title)
     return json_response(conversation.to_json())
 
 
@@ -135,10 +140,14 @@ async def rename_conversation(
     responses={200: {"model": ConversationState}, **OWNER_ONLY},
 )
 async def add_members(
-    conversation_id: str, body: MembersAdd, user: CurrentUser, request: Request
+    conversation_id: str,
+    body: MembersAdd,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
-    conversation = await service_of(request).add_members(
+    conversation = await service.add_members(
         actor_of(user, request), conversation_id, body.user_ids
     )
     return json_response(conversation.to_json())
@@ -153,13 +162,15 @@ async def add_members(
     },
 )
 async def remove_member(
-    conversation_id: str, user_id: str, user: CurrentUser, request: Request
+    conversation_id: str,
+    user_id: str,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
     user_id = path_id(user_id, "Member")
-    conversation = await service_of(request).remove_member(
-        actor_of(user, request), conversation_id, user_id
-    )
+    conversation = await service.remove_member(actor_of(user, request), conversation_id, user_id)
     return json_response(conversation.to_json())
 
 
@@ -177,11 +188,15 @@ async def remove_member(
     },
 )
 async def send_message(
-    conversation_id: str, body: MessageSend, user: CurrentUser, request: Request
+    conversation_id: str,
+    body: MessageSend,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
     body.check()
-    result = await service_of(request).send(
+    result = await service.send(
         actor_of(user, request),
         conversation_id,
         body.client_id,
@@ -201,6 +216,7 @@ async def send_message(
 async def list_messages(
     conversation_id: str,
     user: CurrentUser,
+    service: MessagingServiceDep,
     request: Request,
     before: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="Older than this seq (not with after)")
@@ -211,7 +227,7 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
-    page = await service_of(request).list_messages(
+    page = await service.list_messages(
         actor_of(user, request), conversation_id, before=before, after=after, limit=limit
     )
     return json_response(page.to_json())
@@ -226,13 +242,16 @@ async def list_messages(
     },
 )
 async def edit_message(
-    conversation_id: str, message_id: str, body: MessageEdit, user: CurrentUser, request: Request
+    conversation_id: str,
+    message_id: str,
+    body: MessageEdit,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
     message_id = path_id(message_id, "Message")
-    message = await service_of(request).edit(
-        actor_of(user, request), conversation_id, message_id, body.text
-    )
+    message = await service.edit(actor_of(user, request), conversation_id, message_id, body.text)
     return json_response(message.to_json())
 
 
@@ -241,11 +260,15 @@ async def edit_message(
     responses={200: {"model": MessageOut, "description": "The tombstone"}, **AUTHOR_ONLY},
 )
 async def delete_message(
-    conversation_id: str, message_id: str, user: CurrentUser, request: Request
+    conversation_id: str,
+    message_id: str,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
     message_id = path_id(message_id, "Message")
-    message = await service_of(request).delete(actor_of(user, request), conversation_id, message_id)
+    message = await service.delete(actor_of(user, request), conversation_id, message_id)
     return json_response(message.to_json())
 
 
@@ -254,16 +277,18 @@ async def delete_message(
     responses={200: {"model": ReceiptOut}, **IN_CONVERSATION},
 )
 async def mark_read(
-    conversation_id: str, body: ReadMark, user: CurrentUser, request: Request
+    conversation_id: str,
+    body: ReadMark,
+    user: CurrentUser,
+    service: MessagingServiceDep,
+    request: Request,
 ) -> Response:
     conversation_id = path_id(conversation_id, "Conversation")
-    receipt = await service_of(request).mark_read(
-        actor_of(user, request), conversation_id, body.seq
-    )
+    receipt = await service.mark_read(actor_of(user, request), conversation_id, body.seq)
     return json_response(receipt.to_json())
 
 
 @router.get("/unread", responses={200: {"model": UnreadOut}, **ERRORS})
-async def unread(user: CurrentUser, request: Request) -> Response:
-    counts = await service_of(request).unread_counts(actor_of(user, request))
+async def unread(user: CurrentUser, service: MessagingServiceDep, request: Request) -> Response:
+    counts = await service.unread_counts(actor_of(user, request))
     return json_response({"total": sum(counts.values()), "conversations": counts})
