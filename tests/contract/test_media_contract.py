@@ -1,5 +1,5 @@
 """The MediaStore port's contract, run against every backend: the disk store, and the
-HTTP store against a real media service (`tests/contract/media_service.py` under uvicorn).
+HTTP store against a real media service (`tests/support/media_service.py` under uvicorn).
 
 Messaging streams uploads into the store and streams downloads out of it; whichever
 store a deployment uses must keep bytes exactly, refuse to grow past the cap while
@@ -23,8 +23,8 @@ import pytest
 from agora.adapters.media_disk import DiskMediaStore
 from agora.adapters.media_http import HttpMediaStore
 from agora.ports.media import MediaMissing, MediaStore, MediaTooLarge, MediaUnavailable
-from tests.contract.http_support import serving
-from tests.contract.media_service import TOKEN, media_service
+from tests.support.http_server import serving
+from tests.support.media_service import TOKEN, media_service
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from starlette.routing import Route
 from agora.adapters.notify_log import LogNotifier
 from agora.adapters.notify_webhook import WebhookNotifier
 from agora.ports.notify import Notifier
-from tests.contract.http_support import serving
+from tests.support.http_server import serving
+from tests.support.net import free_port
 
 NOTIFICATION = {
     "type": "message",
@@ -53,12 +53,6 @@ class Receiver:
         if self.delay:
             await asyncio.sleep(self.delay)
         return Response(status_code=self.status)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
