@@ -57,7 +57,12 @@ def new_id() -> str:
 # --- the contract, both backends ------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.embedded),
+        pytest.param("amqp", marks=pytest.mark.rabbitmq),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> tuple[str, str, Topology]:
     """(kind, url, topology); resolved in a sync fixture so the async amqp_url can run."""
     if request.param == "memory":

@@ -72,7 +72,7 @@ class Case:
     delivered: Delivered  # (user id, notification) for everything told so far
 
 
-@pytest.fixture(params=["log", "webhook"])
+@pytest.fixture(params=[pytest.param("log", marks=pytest.mark.embedded), "webhook"])
 async def case(
     request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> AsyncIterator[Case]:

@@ -43,7 +43,7 @@ async def auth(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture(params=["local", "grpc"])
+@pytest.fixture(params=[pytest.param("local", marks=pytest.mark.embedded), "grpc"])
 async def directory(request: pytest.FixtureRequest, auth: Running) -> AsyncIterator[Directory]:
     known = []
     token = ""
