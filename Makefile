@@ -1,4 +1,9 @@
 # One command to run, one to test. Everything else is a detail of these two.
+#   make test       everything: unit, contract, service, security, e2e (PYTEST_ARGS to narrow);
+#                   a test whose PostgreSQL/Redis/RabbitMQ/nginx is missing skips with the reason
+#                   (fails instead under AGORA_REQUIRE_SERVICES=1, as in CI)
+#   make test-fast  no service needed, under a minute: tests/unit and the contract suites on
+#                   their embedded backends (marker `embedded`: memory, disk, log, local)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +14,7 @@ STAMP  := $(VENV)/.installed
 GRPC   := src/agora/grpc_gen/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test lint bench install clean
+.PHONY: run test test-fast lint bench install clean
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,6 +33,10 @@ run: $(STAMP) $(GRPC)
 
 test: $(STAMP) $(GRPC)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) $(GRPC)
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -q tests/contract -m "embedded and not postgres" $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GRPC)
 	$(BIN)/ruff check src tests bench

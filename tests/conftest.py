@@ -1,4 +1,5 @@
-"""Shared fixtures: settings, databases (SQLite and a per-run PostgreSQL database), clients.
+"""Shared fixtures: settings, databases (SQLite and a per-run PostgreSQL database), clients,
+and the local Redis and RabbitMQ. Helpers a test imports live in tests/support.
 
 Integration tests skip with a visible reason when a local service is missing, and fail
 instead when AGORA_REQUIRE_SERVICES=1 (CI).
@@ -6,55 +7,18 @@ instead when AGORA_REQUIRE_SERVICES=1 (CI).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from agora.core.settings import Settings
 from agora.db.migrate import upgrade
-from agora.ports.bus import Topology
-
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-PG_ADMIN_DSN = os.environ.get("AGORA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("AGORA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-AMQP_URL = os.environ.get("AGORA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-RUN_ID = uuid.uuid4().hex[:8]
-
-
-def require_services() -> bool:
-    return os.environ.get("AGORA_REQUIRE_SERVICES") == "1"
-
-
-def service_unavailable(name: str, error: BaseException) -> None:
-    """Skip, or fail under AGORA_REQUIRE_SERVICES=1."""
-    message = f"{name} not reachable: {error!r}"
-    if require_services():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "env": "test",
-        "data_dir": tmp_path,
-        "jwt_secret": SecretStr(TEST_SECRET),
-        "argon2_time_cost": 1,
-        "argon2_memory_cost": 64,
-        "argon2_parallelism": 1,
-        "log_level": "WARNING",
-        # No gRPC server unless a test starts one (on an ephemeral port): a fixed port
-        # would collide with a dev server or another run.
-        "grpc_port": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+from tests.support.databases import empty_postgres_database
+from tests.support.services import AMQP_URL, REDIS_URL, RUN_ID, service_unavailable
+from tests.support.settings import make_settings
 
 
 @pytest.fixture
@@ -63,35 +27,6 @@ def settings(tmp_path: Path) -> Settings:
 
 
 # --- databases ---------------------------------------------------------------------
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def empty_postgres_database(label: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database (its SQLAlchemy URL), dropped at the end.
-
-    Skips (or fails under AGORA_REQUIRE_SERVICES=1) when PostgreSQL is unreachable.
-    """
-    pytest.importorskip("asyncpg")
-    name = f"agora_{label}_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        service_unavailable("PostgreSQL", exc)
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -125,24 +60,6 @@ async def embedded(settings: Settings, database_url: str) -> AsyncIterator[httpx
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
-
-
-def unique_login(prefix: str = "user") -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-async def register_and_login(
-    client: httpx.AsyncClient, login: str | None = None, password: str = "correct horse battery"
-) -> tuple[dict[str, object], str]:
-    login = login or unique_login()
-    created = await client.post(
-        "/auth/api/register",
-        json={"login": login, "password": password, "email": f"{login}@example.com", "name": login},
-    )
-    assert created.status_code == 201, created.text
-    response = await client.post("/auth/api/login", json={"login": login, "password": password})
-    assert response.status_code == 200, response.text
-    return created.json(), response.json()["token"]
 
 
 # --- Redis and RabbitMQ --------------------------------------------------------------
@@ -186,16 +103,3 @@ async def amqp_url() -> str:
 def amqp_suffix() -> str:
     """Exchange and queue names of one test's own."""
     return f".test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
-
-
-async def delete_topology(url: str, topology: Topology) -> None:
-    """Remove a test's own exchanges and queues from the shared broker."""
-    import aio_pika
-
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (topology.queue, topology.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (topology.exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)

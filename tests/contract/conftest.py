@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.embedded),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     """(kind, url, namespace); sync so the Redis fixtures resolve only for that kind."""
     if request.param == "memory":

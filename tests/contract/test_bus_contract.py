@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,12 @@ from yarl import URL
 from agora.adapters.bus_amqp import AmqpBus, TlsFiles
 from agora.adapters.bus_memory import MemoryBus
 from agora.ports.bus import Bus, Delivery, PoisonMessage, PublishFailed, Topology
-from tests.conftest import delete_topology
+from tests.support.net import free_port
+from tests.support.services import delete_topology
+from tests.support.waiting import eventually
 
 CONNECTED = "user.connected"
 DISCONNECTED = "user.disconnected"
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Recorder:
@@ -69,7 +57,12 @@ def new_id() -> str:
 # --- the contract, both backends ------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.embedded),
+        pytest.param("amqp", marks=pytest.mark.rabbitmq),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> tuple[str, str, Topology]:
     """(kind, url, topology); resolved in a sync fixture so the async amqp_url can run."""
     if request.param == "memory":
@@ -266,13 +259,6 @@ class Proxy:
                 await writer.drain()
         finally:
             writer.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

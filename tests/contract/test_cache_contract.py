@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from agora.adapters.cache_memory import MemoryCache
 from agora.adapters.cache_redis import RedisCache
 from agora.ports.cache import Cache, CacheUnavailable
-from tests.contract.redis_support import Handler, drop_namespace, forwarding_to, tcp_server
+from tests.contract.redis_proxy import Handler, forwarding_to, tcp_server
+from tests.support.services import drop_namespace
 
 SHORT = 0.2  # seconds: a TTL we wait out with a real sleep
 WAIT = 0.35  # comfortably past SHORT, even on a busy machine

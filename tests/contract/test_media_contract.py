@@ -1,5 +1,5 @@
 """The MediaStore port's contract, run against every backend: the disk store, and the
-HTTP store against a real media service (`tests/contract/media_service.py` under uvicorn).
+HTTP store against a real media service (`tests/support/media_service.py` under uvicorn).
 
 Messaging streams uploads into the store and streams downloads out of it; whichever
 store a deployment uses must keep bytes exactly, refuse to grow past the cap while
@@ -23,8 +23,8 @@ import pytest
 from agora.adapters.media_disk import DiskMediaStore
 from agora.adapters.media_http import HttpMediaStore
 from agora.ports.media import MediaMissing, MediaStore, MediaTooLarge, MediaUnavailable
-from tests.contract.http_support import serving
-from tests.contract.media_service import TOKEN, media_service
+from tests.support.http_server import serving
+from tests.support.media_service import TOKEN, media_service
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +60,7 @@ BAD_IDS = [
 ]
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=[pytest.param("disk", marks=pytest.mark.embedded), "http"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaStore]:
     async with STORES[request.param](tmp_path) as opened:
         yield opened
@@ -224,6 +224,7 @@ def files_under(root: Path) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.is_file())
 
 
+@pytest.mark.embedded
 async def test_disk_keeps_one_file_per_id_under_its_root(tmp_path: Path) -> None:
     store = DiskMediaStore(tmp_path / "media")
     media_id = new_id()
@@ -232,6 +233,7 @@ async def test_disk_keeps_one_file_per_id_under_its_root(tmp_path: Path) -> None
     assert (tmp_path / "media" / media_id[:2] / media_id).read_bytes() == b"content"
 
 
+@pytest.mark.embedded
 async def test_disk_failures_leave_no_part_files(tmp_path: Path) -> None:
     store = DiskMediaStore(tmp_path / "media")
     with pytest.raises(MediaTooLarge):
@@ -246,6 +248,7 @@ async def test_disk_failures_leave_no_part_files(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 async def test_disk_bad_ids_touch_nothing(tmp_path: Path, bad_id: str) -> None:
     """A traversal attempt reads, writes and deletes nothing, inside the root or out."""
@@ -259,6 +262,7 @@ async def test_disk_bad_ids_touch_nothing(tmp_path: Path, bad_id: str) -> None:
     assert outside.read_bytes() == b"do not touch"
 
 
+@pytest.mark.embedded
 async def test_disk_a_file_deleted_behind_the_store_is_missing(tmp_path: Path) -> None:
     store = DiskMediaStore(tmp_path / "media")
     media_id = new_id()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from starlette.routing import Route
 from agora.adapters.notify_log import LogNotifier
 from agora.adapters.notify_webhook import WebhookNotifier
 from agora.ports.notify import Notifier
-from tests.contract.http_support import serving
+from tests.support.http_server import serving
+from tests.support.net import free_port
 
 NOTIFICATION = {
     "type": "message",
@@ -55,12 +55,6 @@ class Receiver:
         return Response(status_code=self.status)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def webhook_server(receiver: Receiver) -> AsyncIterator[str]:
     """A real uvicorn server with `POST /hook` on a free port; yields the hook's URL."""
@@ -78,7 +72,7 @@ class Case:
     delivered: Delivered  # (user id, notification) for everything told so far
 
 
-@pytest.fixture(params=["log", "webhook"])
+@pytest.fixture(params=[pytest.param("log", marks=pytest.mark.embedded), "webhook"])
 async def case(
     request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> AsyncIterator[Case]:

@@ -20,7 +20,7 @@ from agora.adapters.presence_redis import RedisPresence
 from agora.core.settings import Settings
 from agora.ports.presence import Presence, PresenceUnavailable
 from agora.runtime.backends import build_presence
-from tests.contract.redis_support import drop_namespace
+from tests.support.services import drop_namespace
 
 SHORT = 0.2  # seconds: a TTL we wait out with a real sleep
 WAIT = 0.35  # comfortably past SHORT, even on a busy machine

@@ -24,7 +24,7 @@ from agora.adapters.pubsub_redis import RedisPubSub
 from agora.core.settings import Settings
 from agora.ports.pubsub import MessageHandler, PubSub, PubSubUnavailable
 from agora.runtime.backends import build_pubsub
-from tests.contract.redis_support import forwarding_to, tcp_server
+from tests.contract.redis_proxy import forwarding_to, tcp_server
 
 DEADLINE = 3.0  # seconds to wait for a delivery that must come
 

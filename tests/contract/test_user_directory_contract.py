@@ -25,8 +25,10 @@ from agora.grpc.server import GrpcServer
 from agora.ports.users import MAX_BATCH, UserDirectory, UserInfo, UsersUnavailable
 from agora.runtime.process import registrars_of
 from agora.services.auth.user_directory import LocalUserDirectory
-from tests.conftest import make_settings, register_and_login
-from tests.service.grpc_harness import Running, running_auth
+from tests.support.grpc_servers import Running, running_auth
+from tests.support.net import free_port
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 
 @dataclass
@@ -42,7 +44,7 @@ async def auth(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture(params=["local", "grpc"])
+@pytest.fixture(params=[pytest.param("local", marks=pytest.mark.embedded), "grpc"])
 async def directory(request: pytest.FixtureRequest, auth: Running) -> AsyncIterator[Directory]:
     known = []
     token = ""
@@ -112,12 +114,6 @@ async def test_a_refused_token_is_unauthorized(auth: Running) -> None:
             await users.get_users([str(user["id"])], None)
     finally:
         await users.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_auth_down_is_users_unavailable_quickly(caplog: pytest.LogCaptureFixture) -> None:

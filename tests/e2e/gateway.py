@@ -30,9 +30,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import require_services
-from tests.e2e.conftest import Server, free_port
+from tests.e2e.agora_command import Server
 from tests.e2e.processes import Deployment, bearer
+from tests.support.net import free_port
+from tests.support.services import require_services
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = ROOT / "deploy" / "nginx" / "render.py"

@@ -19,19 +19,11 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import free_port
 from tests.e2e.gateway import Gateway, start_instance, ticket
-from tests.e2e.processes import (
-    Deployment,
-    bearer,
-    deployment,
-    login,
-    register,
-    require_rabbitmq,
-    require_redis,
-    stop,
-)
-from tests.messaging_client import SOCKET_PATH, Device
+from tests.e2e.processes import Deployment, bearer, deployment, login, register, stop
+from tests.support.messaging_client import SOCKET_PATH, Device
+from tests.support.net import free_port
+from tests.support.services import require_rabbitmq, require_redis
 
 INSTANCES = ("messaging-a", "messaging-b")
 # Typing indicators stop after this long without a refresh (5 s by default).

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RUN_ID, service_unavailable
-from tests.e2e.conftest import free_port
+from tests.support.net import free_port
+from tests.support.services import RUN_ID, service_unavailable
 
 START_SECONDS = 40.0
 

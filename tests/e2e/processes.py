@@ -28,19 +28,14 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import redis
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
 
-from tests.conftest import (
-    AMQP_URL,
-    REDIS_URL,
-    RUN_ID,
-    TEST_SECRET,
-    empty_postgres_database,
-    service_unavailable,
-)
-from tests.e2e.conftest import AGORA, PASSWORD, Server, run_agora, unique_login
+from tests.e2e.agora_command import AGORA, Server, run_agora
+from tests.support.databases import empty_postgres_database
+from tests.support.services import RUN_ID
+from tests.support.settings import TEST_SECRET
+from tests.support.users import PASSWORD, unique_login
 
 T = TypeVar("T")
 
@@ -70,30 +65,7 @@ async def wait_until(
     return last
 
 
-# --- the shared services, checked reachable -------------------------------------------
-
-
-def require_redis(url: str = REDIS_URL) -> str:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except Exception as exc:
-        service_unavailable("Redis", exc)
-    finally:
-        client.close()
-    return url
-
-
-def require_rabbitmq(url: str = AMQP_URL) -> str:
-    async def probe() -> None:
-        connection = await aio_pika.connect(url, timeout=5)
-        await connection.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        service_unavailable("RabbitMQ", exc)
-    return url
+# --- a database of the test's own ----------------------------------------------------
 
 
 @contextlib.contextmanager

@@ -33,10 +33,9 @@ from tests.e2e.processes import (
     publish_raw,
     queue_counts,
     register,
-    require_rabbitmq,
-    require_redis,
     wait_until,
 )
+from tests.support.services import require_rabbitmq, require_redis
 
 pytestmark = pytest.mark.e2e
 

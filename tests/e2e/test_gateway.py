@@ -17,7 +17,6 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import PASSWORD, free_port, unique_login
 from tests.e2e.gateway import (
     Gateway,
     Socket,
@@ -26,16 +25,10 @@ from tests.e2e.gateway import (
     start_instance,
     ticket,
 )
-from tests.e2e.processes import (
-    Deployment,
-    bearer,
-    deployment,
-    login,
-    register,
-    require_rabbitmq,
-    require_redis,
-    wait_until,
-)
+from tests.e2e.processes import Deployment, bearer, deployment, login, register, wait_until
+from tests.support.net import free_port
+from tests.support.services import require_rabbitmq, require_redis
+from tests.support.users import PASSWORD, unique_login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -36,7 +36,7 @@ from tests.e2e.messaging_deployment import (
     send_rest,
 )
 from tests.e2e.processes import bearer, wait_until
-from tests.messaging_client import Device, Frame
+from tests.support.messaging_client import Device, Frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

@@ -16,17 +16,9 @@ import httpx
 import pytest
 
 from agora.security.tokens import TokenService
-from tests.conftest import TEST_SECRET
-from tests.e2e.processes import (
-    Deployment,
-    bearer,
-    deployment,
-    login,
-    register,
-    require_rabbitmq,
-    require_redis,
-    wait_until,
-)
+from tests.e2e.processes import Deployment, bearer, deployment, login, register, wait_until
+from tests.support.services import require_rabbitmq, require_redis
+from tests.support.settings import TEST_SECRET
 
 pytestmark = pytest.mark.e2e
 

@@ -11,15 +11,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.e2e.conftest import (
-    PASSWORD,
-    Server,
-    agora_env,
-    login,
-    register,
-    run_agora,
-    unique_login,
-)
+from tests.e2e.agora_command import Server, agora_env, login, register, run_agora
+from tests.support.users import PASSWORD, unique_login
 
 pytestmark = pytest.mark.e2e
 

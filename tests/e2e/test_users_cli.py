@@ -8,7 +8,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, run_agora, unique_login
+from tests.e2e.agora_command import Server, run_agora
+from tests.support.users import unique_login
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,6 @@
-"""What the token-security tests share: a running Agora of a test's own, users, and the
-means to forge tokens as an attacker would (by hand, not with PyJWT's safety checks).
+"""What the token-security tests share: a running Agora of a test's own, users, the
+means to forge tokens as an attacker would (by hand, not with PyJWT's safety checks),
+and a `Target`: a deployment and a session whose tokens are accepted or refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from agora.core.settings import Settings
@@ -30,9 +30,9 @@ from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.security.keys import Key
 from agora.security.tokens import TokenService
-from tests.conftest import make_settings, unique_login
-
-PASSWORD = "correct horse battery"
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORD, unique_login
+from tests.support.waiting import eventually
 
 
 @dataclass
@@ -126,14 +126,6 @@ async def new_session(client: httpx.AsyncClient) -> Session:
     return await log_in(client, await register(client))
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
 async def wait_active(client: httpx.AsyncClient, session: Session) -> None:
     """Until the publications service has applied the user's `connected` event."""
 
@@ -142,16 +134,7 @@ async def wait_active(client: httpx.AsyncClient, session: Session) -> None:
         assert response.status_code in (200, 403), response.text
         return response.status_code == 200
 
-    await eventually(active)
-
-
-async def drop_namespace(redis_url: str, namespace: str) -> int:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=1000)]
-        return int(await client.delete(*keys)) if keys else 0
-    finally:
-        await client.aclose()
+    await eventually(active, timeout=10)
 
 
 # --- forging tokens ------------------------------------------------------------------
@@ -213,3 +196,40 @@ def audit_reasons(caplog: pytest.LogCaptureFixture, event: str = "auth.rejected"
 
 def capture_audit(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="agora.audit")
+
+
+# --- a deployment under attack -------------------------------------------------------
+
+PROTECTED = ("/auth/api/me", "/api/publications")  # one route of each service
+
+
+@dataclass
+class Target:
+    agora: Agora
+    session: Session
+
+    @property
+    def alg(self) -> str:
+        return self.agora.settings.jwt_algorithm
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        return claims_for(self.session, self.agora.settings, **overrides)
+
+    def signed(self, **header: Any) -> str:
+        return sign(self.agora.signing_key, self.claims(), **header)
+
+    def jwk(self) -> dict[str, Any]:
+        return self.agora.signing_key.public_jwk()
+
+    async def statuses(self, token: str) -> list[tuple[int, Any]]:
+        # As bytes: a client may send any octets; the server reads them as latin-1.
+        headers = {b"Authorization": f"Bearer {token}".encode()}
+        answers = [await self.agora.client.get(path, headers=headers) for path in PROTECTED]
+        return [(a.status_code, a.json()) for a in answers]
+
+    async def accepted(self, token: str) -> None:
+        assert [status for status, _ in await self.statuses(token)] == [200, 200]
+
+    async def refused(self, token: str) -> None:
+        for status, body in await self.statuses(token):
+            assert (status, body) == (401, {"error": "Invalid token"})

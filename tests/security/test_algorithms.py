@@ -20,15 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from agora import cli
 from agora.security import keyring
 from agora.security.keys import ASYMMETRIC, KeyDirectory, generate_private_key, thumbprint_kid
-from tests.conftest import TEST_SECRET
 from tests.security.support import (
     claims_for,
-    eventually,
     hs256_by_hand,
     new_session,
     running_agora,
     wait_active,
 )
+from tests.support.settings import TEST_SECRET
+from tests.support.waiting import eventually
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 
@@ -131,7 +131,7 @@ async def test_rotation_signs_new_tokens_with_the_new_key_and_old_ones_keep_work
 def test_retired_keys_are_pruned_once_their_last_token_has_expired(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     settings = make_settings(tmp_path, jwt_algorithm="EdDSA", token_ttl=600, token_leeway=30)
     keep_for = keyring.retention(settings)

@@ -17,7 +17,7 @@ from agora.core.settings import Settings
 from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from agora.web.security import BodyLimitMiddleware
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 LIMIT = 1024
 router = APIRouter()

@@ -18,9 +18,9 @@ import pytest_asyncio
 from pydantic import ValidationError
 
 from agora.security.tokens import MAX_LIFETIME, REQUIRED_CLAIMS, TokenService
-from tests.conftest import make_settings
 from tests.security.support import (
     DROP,
+    Target,
     audit_reasons,
     capture_audit,
     new_session,
@@ -28,7 +28,7 @@ from tests.security.support import (
     sign,
     wait_active,
 )
-from tests.security.test_token_attacks import Target
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from agora.core.settings import Settings
 from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 ALLOWED = "https://app.example.com"
 OTHER = "https://evil.example.net"

@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser
-from tests.conftest import make_settings, register_and_login
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 router = APIRouter()
 

@@ -25,15 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agora.runtime.registry import build_app
 from agora.security import keyring
 from agora.security.keys import generate_private_key, key_from_private
-from tests.conftest import make_settings
-from tests.e2e.conftest import free_port
-from tests.security.support import (
-    claims_for,
-    eventually,
-    new_session,
-    sign,
-    sqlite_url,
-)
+from tests.security.support import claims_for, new_session, sign, sqlite_url
+from tests.support.net import free_port
+from tests.support.settings import make_settings
+from tests.support.waiting import eventually
 
 JWKS_PATH = "/auth/.well-known/jwks.json"
 REFETCH_INTERVAL = 1.0  # the smallest the settings allow
@@ -128,7 +123,7 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
                 assert response.status_code in (200, 403), response.text
                 return response.status_code == 200
 
-            await eventually(accepted)
+            await eventually(accepted, timeout=10)
             assert counting.fetches == 1  # a known kid costs no fetch
 
             # A flood of made-up kids: at most one fetch per interval.

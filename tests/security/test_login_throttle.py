@@ -25,10 +25,10 @@ from agora.adapters.audit_database import AuditEvent
 from agora.db.migrate import upgrade
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
-from tests.conftest import make_settings, unique_login
-from tests.contract.test_cache_contract import drop_namespace
+from tests.support.services import drop_namespace
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORD, unique_login
 
-PASSWORD = "correct horse battery"
 WRONG = "not the password"
 TOO_MANY = {"error": "Too many login attempts"}
 # First block 1 s, then 3 s: a growth that shows in a whole-second Retry-After.

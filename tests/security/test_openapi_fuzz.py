@@ -27,8 +27,8 @@ from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.runtime.registry import service_app
 from agora.security.tokens import TokenService
-from tests.conftest import make_settings, unique_login
-from tests.security.support import PASSWORD
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORD, unique_login
 
 MAX_EXAMPLES = 30
 

@@ -18,17 +18,10 @@ import pytest
 import redis
 
 from agora.security import revocation
-from tests.e2e.conftest import free_port
-from tests.e2e.processes import require_redis
-from tests.security.support import (
-    Session,
-    drop_namespace,
-    eventually,
-    log_in,
-    new_session,
-    running_agora,
-    wait_active,
-)
+from tests.security.support import Session, log_in, new_session, running_agora, wait_active
+from tests.support.net import free_port
+from tests.support.services import drop_namespace, require_redis
+from tests.support.waiting import eventually
 
 PROTECTED = ("/auth/api/me", "/api/publications")
 REVOKED = (401, {"error": "Token revoked"})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from agora.security.keys import ASYMMETRIC, generate_private_key, key_from_private
 from agora.security.tokens import MAX_TOKEN_BYTES
 from tests.security.support import (
-    Agora,
-    Session,
+    Target,
     audit_reasons,
     b64,
     capture_audit,
-    claims_for,
     hs256_by_hand,
     new_session,
     running_agora,
@@ -38,40 +35,6 @@ from tests.security.support import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-PROTECTED = ("/auth/api/me", "/api/publications")
-
-
-@dataclass
-class Target:
-    agora: Agora
-    session: Session
-
-    @property
-    def alg(self) -> str:
-        return self.agora.settings.jwt_algorithm
-
-    def claims(self, **overrides: Any) -> dict[str, Any]:
-        return claims_for(self.session, self.agora.settings, **overrides)
-
-    def signed(self, **header: Any) -> str:
-        return sign(self.agora.signing_key, self.claims(), **header)
-
-    def jwk(self) -> dict[str, Any]:
-        return self.agora.signing_key.public_jwk()
-
-    async def statuses(self, token: str) -> list[tuple[int, Any]]:
-        # As bytes: a client may send any octets; the server reads them as latin-1.
-        headers = {b"Authorization": f"Bearer {token}".encode()}
-        answers = [await self.agora.client.get(path, headers=headers) for path in PROTECTED]
-        return [(a.status_code, a.json()) for a in answers]
-
-    async def accepted(self, token: str) -> None:
-        assert [status for status, _ in await self.statuses(token)] == [200, 200]
-
-    async def refused(self, token: str) -> None:
-        for status, body in await self.statuses(token):
-            assert (status, body) == (401, {"error": "Invalid token"})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["HS256", *ASYMMETRIC])

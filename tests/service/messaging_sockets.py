@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from agora.core.settings import Settings
-from tests.messaging_client import Device, ReplyError
 from tests.service.social_harness import Client, social_settings
+from tests.support.messaging_client import Device, ReplyError
 
 
 def messaging_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from agora.core.settings import Settings
-from tests.conftest import make_settings, register_and_login
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 

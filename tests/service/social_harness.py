@@ -34,10 +34,10 @@ from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.runtime.registry import service_app
 from agora.web.security import ServiceApp
-from tests.conftest import make_settings
-from tests.contract.http_support import serving as http_serving
+from tests.support.http_server import serving as http_serving
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORD
 
-PASSWORD = "correct horse battery"
 WS_PATH = "/social/api/socials/ws"
 TICKET_PATH = "/social/api/socials/connect-token"
 

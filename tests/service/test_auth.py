@@ -7,9 +7,8 @@ import time
 import httpx
 import jwt
 
-from tests.conftest import TEST_SECRET, register_and_login, unique_login
-
-PASSWORD = "correct horse battery"
+from tests.support.settings import TEST_SECRET
+from tests.support.users import PASSWORD, register_and_login, unique_login
 
 
 def registration(login: str, **overrides: str) -> dict[str, str]:

@@ -17,7 +17,8 @@ from flask import Flask, g
 from agora.contrib.flask import EXTENSION, init_app, token_required
 from agora.security.tokens import TokenService
 from agora.web.csrf import csrf_token_for
-from tests.conftest import TEST_SECRET, register_and_login
+from tests.support.settings import TEST_SECRET
+from tests.support.users import register_and_login
 
 ISSUER, AUDIENCE = "agora-auth", "agora"
 

@@ -27,8 +27,10 @@ from agora.grpc.stubs import messaging_pb2 as pb
 from agora.grpc.stubs import messaging_pb2_grpc, users_pb2, users_pb2_grpc
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
-from tests.conftest import make_settings, register_and_login
-from tests.service.grpc_harness import Running, bearer, running_embedded, trailing
+from tests.support.grpc_servers import Running, bearer, running_embedded, trailing
+from tests.support.net import free_port
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -361,12 +363,6 @@ async def test_rate_limit_is_resource_exhausted_with_retry_after(tmp_path: Path)
 
 
 # --- the process's own server ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_the_embedded_app_serves_both_services_on_its_grpc_port(

@@ -19,8 +19,9 @@ from sqlalchemy import select, text
 from agora.adapters.audit_database import AuditEvent
 from agora.db.migrate import upgrade
 from agora.grpc.stubs import users_pb2, users_pb2_grpc
-from tests.conftest import make_settings, register_and_login
-from tests.service.grpc_harness import Running, bearer, running_auth, trailing
+from tests.support.grpc_servers import Running, bearer, running_auth, trailing
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.messaging_client import Device
 from tests.service.messaging_sockets import (
     direct,
     error_of,
@@ -25,6 +24,7 @@ from tests.service.messaging_sockets import (
     topic,
 )
 from tests.service.social_harness import Client, two_instances
+from tests.support.messaging_client import Device
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(90)]
 

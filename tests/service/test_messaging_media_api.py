@@ -14,8 +14,6 @@ import httpx
 import pytest
 
 from agora.core.settings import Settings
-from tests.contract.http_support import serving
-from tests.contract.media_service import TOKEN, media_service
 from tests.service.messaging_support import (
     PNG,
     Person,
@@ -26,6 +24,8 @@ from tests.service.messaging_support import (
     unknown_id,
     upload,
 )
+from tests.support.http_server import serving
+from tests.support.media_service import TOKEN, media_service
 
 CAP = 100_000  # media_max_bytes in api_settings
 MEDIA = "/api/v1/media"

@@ -48,7 +48,7 @@ from agora.services.messaging.media_types import matches
 from agora.services.messaging.models import MsgMessage
 from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.service.messages import MessagingService
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64

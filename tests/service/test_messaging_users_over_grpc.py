@@ -7,7 +7,6 @@ within the configured deadline x retries."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,13 +18,9 @@ from agora.ports.users import UNAVAILABLE_MESSAGE
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.services.messaging.service.messages import MessagingService
-from tests.conftest import make_settings, register_and_login
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.net import free_port
+from tests.support.settings import make_settings
+from tests.support.users import register_and_login
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,9 +30,9 @@ from agora.services.auth.app import create_app as create_auth_app
 from agora.services.auth.models import OutboxEvent, User
 from agora.services.auth.outbox_relay import OutboxRelay
 from agora.services.auth.repository import OutboxRepository
-from tests.conftest import delete_topology, register_and_login
-
-PASSWORD = "correct horse battery"
+from tests.support.services import delete_topology
+from tests.support.users import PASSWORD, register_and_login
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -65,13 +65,6 @@ async def add_rows(db: Database, count: int) -> list[str]:
 async def all_rows(db: Database) -> list[OutboxEvent]:
     async with db.sessions() as session:
         return list((await session.execute(select(OutboxEvent).order_by(OutboxEvent.id))).scalars())
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 class RecordingBus:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -39,6 +38,7 @@ from agora.services.publications.status import cache as status_cache
 from agora.services.publications.status.cache import UserStatusCache
 from agora.services.publications.status.service import UserStatusService
 from agora.web.security import ServiceApp
+from tests.support.waiting import eventually
 
 
 class UnreachableCache:
@@ -152,13 +152,6 @@ async def stack_fixture(open_stack: OpenStack) -> Stack:
 
 def new_user() -> str:
     return f"u{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 # --- the consumer ------------------------------------------------------------------------

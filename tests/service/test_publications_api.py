@@ -8,16 +8,17 @@ import time
 import httpx
 import jwt
 
-from tests.conftest import TEST_SECRET, register_and_login
 from tests.service.test_publications import (
     OpenStack,
     Stack,
     UnreachableCache,
-    eventually,
     new_user,
     open_stack_fixture,  # noqa: F401  (the fixtures are shared with that module)
     stack_fixture,  # noqa: F401
 )
+from tests.support.settings import TEST_SECRET
+from tests.support.users import register_and_login
+from tests.support.waiting import eventually
 
 ITEM_KEYS = {"id", "title", "body", "created_at", "updated_at"}
 

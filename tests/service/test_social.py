@@ -12,7 +12,6 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.conftest import TEST_SECRET
 from tests.service.social_harness import (
     TICKET_PATH,
     Client,
@@ -25,6 +24,7 @@ from tests.service.social_harness import (
     social_settings,
     start,
 )
+from tests.support.settings import TEST_SECRET
 
 pytestmark = pytest.mark.timeout(60)
 

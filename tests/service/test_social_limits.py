@@ -39,13 +39,6 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def eventually(check: object, timeout: float = 5.0) -> None:
-    assert callable(check)
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 def social_devices(server: Server, user_id: str) -> int:
     return len(server.social.provided(SocialServices).hub.devices.get(user_id, ()))
 

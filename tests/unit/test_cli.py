@@ -16,7 +16,7 @@ import pytest
 
 from agora import cli
 from agora.runtime.process import ProcessApp
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from agora.web.deps import (
     from_app,
 )
 from agora.web.security import ServiceApp
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @dataclass

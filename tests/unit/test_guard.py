@@ -20,7 +20,7 @@ from agora.security.tokens import Identity
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
 from agora.web.security import ServiceApp
-from tests.conftest import TEST_SECRET, make_settings
+from tests.support.settings import TEST_SECRET, make_settings
 
 router = APIRouter()
 

@@ -23,7 +23,7 @@ from agora.services.messaging.socket.fanout import MessagingFanout
 from agora.services.messaging.socket.room_presence import RoomPresence
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
 from agora.services.messaging.socket.wiring import user_presence_frame
-from tests.unit.test_realtime import Clock, Socket, connection, sent
+from tests.unit.realtime_fakes import Clock, Socket, connection, sent
 
 TOPIC = "conversation:" + "a" * 32
 

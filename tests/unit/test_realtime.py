@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import MutableMapping
 from typing import Any
 
 import jwt
 import orjson
 import pytest
-from starlette.websockets import WebSocket
 
 from agora.adapters.cache_memory import MemoryCache
 from agora.adapters.presence_memory import MemoryPresence
@@ -27,84 +25,8 @@ from agora.realtime.presence import PresenceTracker
 from agora.realtime.sessions import SessionWatch, disconnected_notice, revoked_notice
 from agora.realtime.tickets import TicketRefused, TicketService
 from agora.security.tokens import Identity, TokenService
-from tests.conftest import TEST_SECRET
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def sent(conn: Connection) -> list[Any]:
-    """The frames `conn` has sent since the last call, then those still queued (its
-    writer had no turn yet), taken."""
-    queued = [orjson.loads(frame) for frame in conn._queue or ()]
-    if conn._queue:
-        conn._queue.clear()
-        conn.queued_bytes = 0
-    return CHANNELS[id(conn.ws)].take() + queued
-
-
-class Socket:
-    """An ASGI WebSocket channel: what a server would hand Starlette's WebSocket.
-
-    `stalled` makes every send wait, as a transport whose peer reads nothing does."""
-
-    def __init__(self, stalled: bool = False) -> None:
-        self.sent: list[MutableMapping[str, Any]] = []
-        self.stalled = stalled
-        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.incoming.put_nowait({"type": "websocket.connect"})
-
-    async def receive(self) -> dict[str, Any]:
-        return await self.incoming.get()
-
-    async def send(self, message: MutableMapping[str, Any]) -> None:
-        if self.stalled and message["type"] != "websocket.accept":
-            await asyncio.Event().wait()
-        self.sent.append(message)
-
-    async def websocket(self) -> WebSocket:
-        scope = {"type": "websocket", "path": "/", "headers": [], "query_string": b""}
-        ws = WebSocket(scope, self.receive, self.send)
-        await ws.accept()
-        CHANNELS[id(ws)] = self
-        return ws
-
-    def take(self) -> list[Any]:
-        """The frames sent since the last `take`."""
-        texts = self.texts()
-        self.sent.clear()
-        return texts
-
-    def texts(self) -> list[Any]:
-        return [orjson.loads(m["text"]) for m in self.sent if m["type"] == "websocket.send"]
-
-    def close_code(self) -> int | None:
-        closes = [m for m in self.sent if m["type"] == "websocket.close"]
-        return closes[-1]["code"] if closes else None
-
-
-CHANNELS: dict[int, Socket] = {}  # id of a WebSocket -> its channel
-
-
-async def connection(
-    channel: Socket, user_id: str = "1", limit: int = 1000, grace: float = 0.05, **kw: Any
-) -> Connection:
-    return Connection(
-        await channel.websocket(),
-        user_id=user_id,
-        login=f"user{user_id}",
-        session_jti=kw.get("jti", "jti-1"),
-        session_iat=kw.get("iat", 100),
-        ip="127.0.0.1",
-        max_queued_bytes=limit,
-        close_grace=grace,
-    )
-
+from tests.support.settings import TEST_SECRET
+from tests.unit.realtime_fakes import Clock, Socket, connection, sent
 
 # --- rate limiter ---------------------------------------------------------------------
 

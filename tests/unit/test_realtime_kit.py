@@ -22,7 +22,7 @@ from agora.realtime.presence import WatcherFrame
 from agora.realtime.scoped_presence import ScopedPresence
 from agora.realtime.sessions import sessions_channel
 from agora.security.tokens import TokenService
-from tests.conftest import TEST_SECRET, make_settings
+from tests.support.settings import TEST_SECRET, make_settings
 
 
 def frame_of(kind: str, user_id: str, watcher_id: str) -> str:

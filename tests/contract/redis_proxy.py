@@ -1,5 +1,5 @@
-"""Helpers of the Redis-backed contract suites: namespace clean-up and a TCP proxy that
-plays a Redis going away (and coming back) for the client under test."""
+"""A TCP proxy that plays a Redis going away (and coming back) for the client under test,
+for the Redis-backed contract suites. (Namespace clean-up: tests.support.services.)"""
 
 from __future__ import annotations
 
@@ -7,19 +7,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
-
-import redis.asyncio as aioredis
-
-
-async def drop_namespace(url: str, namespace: str) -> None:
-    raw = aioredis.Redis.from_url(url)
-    try:
-        keys = [key async for key in raw.scan_iter(match=f"{namespace}*", count=500)]
-        if keys:
-            await raw.delete(*keys)
-    finally:
-        await raw.aclose()
-
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -21,7 +21,7 @@ from agora.adapters.audit_database import (
 )
 from agora.core.audit import Audit
 from agora.db.engine import Database, utcnow
-from tests.conftest import register_and_login, unique_login
+from tests.support.users import register_and_login, unique_login
 
 
 @pytest.fixture

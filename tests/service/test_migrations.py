@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from agora.db.engine import create_engine
 from agora.db.migrate import downgrade, upgrade
 from agora.runtime.metadata import metadata
-from tests.conftest import empty_postgres_database
+from tests.support.databases import empty_postgres_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
