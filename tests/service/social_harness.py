@@ -33,7 +33,7 @@ from agora.ports.backends import Backends
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.runtime.registry import service_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 from tests.support.http_server import serving as http_serving
 from tests.support.settings import make_settings
 from tests.support.users import PASSWORD

@@ -37,7 +37,7 @@ from agora.services.publications.repository import UserStatus, UserStatusReposit
 from agora.services.publications.status import cache as status_cache
 from agora.services.publications.status.cache import UserStatusCache
 from agora.services.publications.status.service import UserStatusService
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 from tests.support.waiting import eventually
 
 

@@ -23,7 +23,7 @@ from agora.web.deps import (
     TokensDep,
     from_app,
 )
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 from tests.support.settings import make_settings
 
 

@@ -19,7 +19,7 @@ from agora.runtime.backends import build_backends
 from agora.security.tokens import Identity
 from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 from tests.support.settings import TEST_SECRET, make_settings
 
 router = APIRouter()

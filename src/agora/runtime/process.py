@@ -17,7 +17,8 @@ from starlette.types import Receive, Scope, Send
 
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
-from agora.web.security import SecurityHeadersMiddleware, ServiceApp
+from agora.web.security import SecurityHeadersMiddleware
+from agora.web.service_app import ServiceApp
 
 log = logging.getLogger("agora.process")
 

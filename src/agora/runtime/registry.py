@@ -17,7 +17,7 @@ from agora.services.auth.app import create_app as create_auth_app
 from agora.services.messaging.app import create_app as create_messaging_app
 from agora.services.publications.app import create_app as create_publications_app
 from agora.services.social.app import create_app as create_social_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 ServiceFactory = Callable[[Settings, Backends], ServiceApp]
 

@@ -18,7 +18,8 @@ from agora.security.revocation import RevocationStore
 from agora.security.tokens import TokenService
 from agora.web.context import ServiceContext
 from agora.web.errors import install_error_handlers
-from agora.web.security import ServiceApp, install_http_policy
+from agora.web.security import install_http_policy
+from agora.web.service_app import ServiceApp
 
 Hook = Callable[[], Awaitable[None]]
 

@@ -29,7 +29,7 @@ from agora.security.guard import TokenGuard
 from agora.security.revocation import RevocationStore
 from agora.security.tokens import TokenService
 from agora.web.context import ServiceContext
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 T = TypeVar("T")
 Dependency = Callable[[Request], Coroutine[Any, Any, T]]

@@ -12,7 +12,7 @@ from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
 from agora.web.app import build_service_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 PATH_PREFIXES = ("/auth/", "/login")
 

@@ -25,7 +25,7 @@ from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.socket.wiring import build_messaging_realtime
 from agora.web.app import build_service_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 PATH_PREFIXES = ("/api/v1/", "/socket/")
 SOCKET_PATH = "/socket/websocket"

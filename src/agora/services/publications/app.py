@@ -12,7 +12,7 @@ from agora.services.publications.status.consumer import UserEventConsumer
 from agora.services.publications.status.service import UserStatusService
 from agora.services.publications.status.sweeper import IdleSweeper
 from agora.web.app import build_service_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 PATH_PREFIXES = ("/api/publications",)
 

@@ -9,7 +9,7 @@ from agora.services.social.deps import SocialServices
 from agora.services.social.routes import SOCKET, router
 from agora.services.social.socket import SocialSocket
 from agora.web.app import build_service_app
-from agora.web.security import ServiceApp
+from agora.web.service_app import ServiceApp
 
 PATH_PREFIXES = ("/social/",)
 
