@@ -9,150 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text
 
-from agora.adapters.audit_database import AuditEvent
-from agora.adapters.bus_memory import MemoryBus
 from agora.adapters.cache_memory import MemoryCache
-from agora.adapters.presence_memory import MemoryPresence
-from agora.adapters.pubsub_memory import MemoryPubSub
-from agora.core.settings import Settings
 from agora.db.engine import Database, utcnow
-from agora.ports.backends import Backends
 from agora.ports.bus import Delivery, PoisonMessage
-from agora.ports.cache import Cache, CacheUnavailable
-from agora.services.publications.app import create_app
+from agora.ports.cache import CacheUnavailable
 from agora.services.publications.deps import PublicationsServices
-from agora.services.publications.models import ProcessedEvent, PubUser
-from agora.services.publications.repository import UserStatus, UserStatusRepository
+from agora.services.publications.models import ProcessedEvent
 from agora.services.publications.status import cache as status_cache
 from agora.services.publications.status.cache import UserStatusCache
 from agora.services.publications.status.service import UserStatusService
-from agora.web.service_app import ServiceApp
+from tests.service.publications_stack import (
+    OpenStack,
+    Stack,
+    UnreachableCache,
+    new_user,
+)
 from tests.support.waiting import eventually
-
-
-class UnreachableCache:
-    """A cache whose every call fails the way the Redis adapter does when Redis is down."""
-
-    async def _fail(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise CacheUnavailable("Redis unavailable: ConnectionError")
-
-    get = get_and_touch = get_many = set = set_many = set_if_absent = _fail
-    delete = expire = ttl = incr = _fail
-
-    async def close(self) -> None:
-        return None
-
-
-@dataclass
-class Stack:
-    app: ServiceApp
-    backends: Backends
-    client: httpx.AsyncClient
-
-    @property
-    def status(self) -> UserStatusService:
-        service: UserStatusService = self.app.provided(PublicationsServices).user_status
-        return service
-
-    @property
-    def db(self) -> Database:
-        return self.backends.database
-
-    def token(self, user_id: str) -> str:
-        return str(self.app.context.tokens.issue_access(user_id, f"login-{user_id}").token)
-
-    def auth(self, user_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user_id)}"}
-
-    async def deliver(self, body: dict[str, Any], message_id: str | None = None) -> None:
-        delivery = Delivery(orjson.dumps(body), f"user.{body.get('event')}", message_id)
-        await self.app.provided(PublicationsServices).user_events.handle(delivery)
-
-    async def connect(self, user_id: str, **extra: Any) -> None:
-        await self.deliver(
-            {
-                "event": "connected",
-                "user_id": user_id,
-                "name": "John Doe",
-                "email": "john@example.com",
-                **extra,
-            }
-        )
-
-    async def row(self, user_id: str) -> UserStatus | None:
-        async with self.db.sessions() as session:
-            return await UserStatusRepository(session).get(user_id)
-
-    async def cached(self, user_id: str) -> dict[str, Any] | None:
-        raw = await self.backends.cache.get(f"user:{user_id}")
-        return None if raw is None else orjson.loads(raw)
-
-    async def set_activity(self, user_id: str, seconds_ago: float) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(PubUser)
-                .where(PubUser.user_id == user_id)
-                .values(last_activity_at=utcnow() - timedelta(seconds=seconds_ago))
-            )
-
-    async def audits(self, user_id: str) -> list[str]:
-        async with self.db.sessions() as session:
-            rows = await session.execute(
-                select(AuditEvent.event)
-                .where(AuditEvent.user_id == user_id)
-                .order_by(AuditEvent.id)
-            )
-            return list(rows.scalars())
-
-
-OpenStack = Callable[..., Awaitable[Stack]]
-
-
-@pytest.fixture(name="open_stack")
-async def open_stack_fixture(settings: Settings, database_url: str) -> AsyncIterator[OpenStack]:
-    """Opens the publications app (lifespan entered) on this test's database."""
-    async with AsyncExitStack() as exits:
-
-        async def open_(cache: Cache | None = None, **overrides: Any) -> Stack:
-            configured = settings.model_copy(update={"database_url": database_url, **overrides})
-            backends = Backends(
-                Database(database_url),
-                cache or MemoryCache(),
-                MemoryBus(),
-                MemoryPubSub(),
-                MemoryPresence(),
-            )
-            exits.push_async_callback(backends.close)
-            app = create_app(configured, backends)
-            await exits.enter_async_context(app.router.lifespan_context(app))
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-            )
-            await exits.enter_async_context(client)
-            return Stack(app, backends, client)
-
-        yield open_
-
-
-@pytest.fixture(name="stack")
-async def stack_fixture(open_stack: OpenStack) -> Stack:
-    return await open_stack()
-
-
-def new_user() -> str:
-    return f"u{uuid.uuid4().hex[:12]}"
-
 
 # --- the consumer ------------------------------------------------------------------------
 

@@ -8,14 +8,7 @@ import time
 import httpx
 import jwt
 
-from tests.service.test_publications import (
-    OpenStack,
-    Stack,
-    UnreachableCache,
-    new_user,
-    open_stack_fixture,  # noqa: F401  (the fixtures are shared with that module)
-    stack_fixture,  # noqa: F401
-)
+from tests.service.publications_stack import OpenStack, Stack, UnreachableCache, new_user
 from tests.support.settings import TEST_SECRET
 from tests.support.users import register_and_login
 from tests.support.waiting import eventually
