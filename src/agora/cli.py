@@ -80,6 +80,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_check(_args: argparse.Namespace) -> None:
+    from agora.runtime.check import check
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    raise SystemExit(check(settings))
+
+
 def cmd_db_upgrade(_args: argparse.Namespace) -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -155,6 +163,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
+
+    commands.add_parser(
+        "check", help="print what the settings would run, test each backend (exit 1 if one fails)"
+    ).set_defaults(func=cmd_check)
 
     users = commands.add_parser("users", help="manage accounts").add_subparsers(
         dest="users_command", required=True

@@ -35,7 +35,15 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 from yarl import URL
 
-from agora.ports.bus import DeadLetter, Delivery, Handler, PoisonMessage, PublishFailed, Topology
+from agora.ports.bus import (
+    BusUnavailable,
+    DeadLetter,
+    Delivery,
+    Handler,
+    PoisonMessage,
+    PublishFailed,
+    Topology,
+)
 
 log = logging.getLogger("agora.bus.amqp")
 
@@ -88,6 +96,7 @@ class AmqpBus:
         self._publish_attempts = publish_attempts
         self._ssl: ssl.SSLContext | None = None
         self._reconnect_interval = reconnect_interval
+        self._last_error = ""  # why the last connection attempt failed (for `ping`)
         self._reset()
 
     def _reset(self) -> None:
@@ -122,6 +131,7 @@ class AmqpBus:
         try:
             await self._connect()
         except FAILURES as exc:
+            self._last_error = repr(exc)
             log.warning("RabbitMQ unreachable at start, retrying in background: %r", exc)
             self._connector = asyncio.create_task(self._connect_in_background())
 
@@ -133,6 +143,7 @@ class AmqpBus:
             try:
                 await self._connect()
             except FAILURES as exc:
+                self._last_error = repr(exc)
                 log.warning("RabbitMQ still unreachable (next try in %.1fs): %r", pause, exc)
                 pause = min(pause * 2, longest)
             else:
@@ -325,6 +336,24 @@ class AmqpBus:
             await message.ack()
 
     # --- operations -----------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A channel opened and closed on the live connection: one round trip that a
+        broker gone, or one that stopped answering, does not complete."""
+        connection = self._connection
+        if connection is None or connection.is_closed or connection.transport is None:
+            last = f" (last attempt: {self._last_error})" if self._last_error else ""
+            raise BusUnavailable(f"not connected to RabbitMQ{last}")
+        try:
+            probe = await connection.transport.connection.channel(publisher_confirms=False)
+            await probe.close()
+        except FAILURES as exc:
+            raise BusUnavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+
+    @property
+    def consuming(self) -> bool:
+        # Registered on a connection; aio-pika registers it again after a reconnection.
+        return self._handler is not None and self._consumer is not None
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Reads without removing: unacked gets return to the queue when the channel closes."""

@@ -59,6 +59,13 @@ class MemoryBus:
             self._run(handler, asyncio.Semaphore(prefetch)), name="memory-bus-consumer"
         )
 
+    async def ping(self) -> None:
+        return None  # in this process: always there
+
+    @property
+    def consuming(self) -> bool:
+        return self._consumer is not None and not self._consumer.done()
+
     def pending(self) -> int:
         return self._queue.qsize() + len(self._retries) + len(self._handling)
 

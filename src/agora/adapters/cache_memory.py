@@ -88,5 +88,8 @@ class MemoryCache:
         self._written()
         return value
 
+    async def ping(self) -> None:
+        return None  # in this process: always there
+
     async def close(self) -> None:
         self._items.clear()

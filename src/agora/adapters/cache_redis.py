@@ -102,5 +102,8 @@ class RedisCache:
         value = await self._call(lambda: self._incr_with_ttl(keys=[name], args=[_ms(ttl)]))
         return int(value)
 
+    async def ping(self) -> None:
+        await self._call(self._redis.ping)
+
     async def close(self) -> None:
         await self._redis.aclose()

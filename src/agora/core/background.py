@@ -30,6 +30,11 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
+def running(*tasks: asyncio.Task[Any] | None) -> bool:
+    """Whether every task was started and has not ended (readiness: "workers")."""
+    return bool(tasks) and all(task is not None and not task.done() for task in tasks)
+
+
 def every(interval: float, job: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
     """A task running `job` every `interval` seconds until cancelled (`cancel_and_wait`).
     A failing round is logged and the next one tries again: a backend hiccup must not

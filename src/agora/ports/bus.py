@@ -68,6 +68,10 @@ class PublishFailed(Exception):
     """The broker did not confirm the message (nack, timeout, or unreachable)."""
 
 
+class BusUnavailable(Exception):
+    """The broker cannot be reached now (readiness: `Bus.ping`)."""
+
+
 class Bus(Protocol):
     topology: Topology
 
@@ -84,6 +88,15 @@ class Bus(Protocol):
 
     async def consume(self, handler: Handler, *, prefetch: int = 100) -> None:
         """Start delivering the topology's queue to `handler` in the background."""
+
+    async def ping(self) -> None:
+        """Whether the broker answers now (readiness); raises `BusUnavailable` if not.
+        The embedded bus always answers."""
+
+    @property
+    def consuming(self) -> bool:
+        """True while the consumer given to `consume` is registered and its deliveries
+        run (False before `consume`, after `close`, and if the consumer task died)."""
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest messages of the dead-letter queue, left in place (ops, tests)."""

@@ -49,4 +49,8 @@ class Cache(Protocol):
     async def incr(self, key: str, ttl: float) -> int:
         """Add one; the TTL is set when the key is created. Returns the new value."""
 
+    async def ping(self) -> None:
+        """One round trip to the backend (readiness); raises `CacheUnavailable` if it
+        cannot be reached. The embedded cache always answers."""
+
     async def close(self) -> None: ...

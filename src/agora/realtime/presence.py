@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
-from agora.core.background import cancel_and_wait, every
+from agora.core.background import cancel_and_wait, every, running
 from agora.ports.presence import Presence
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
@@ -74,6 +74,11 @@ class PresenceTracker:
             every(self.ttl / 3, self.refresh, "presence-refresh"),
             every(self.recheck_interval, self.recheck, "presence-recheck"),
         ]
+
+    @property
+    def alive(self) -> bool:
+        """Both periodic tasks (refresh and recheck) run."""
+        return running(*self._tasks)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -8,6 +8,7 @@ server hosting every service's servicers; it stops them in reverse.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,8 +16,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from agora.core.background import cancel_and_wait
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
+from agora.runtime.health import (
+    HEALTH_PATHS,
+    Readiness,
+    backend_probes,
+    health_endpoint,
+    wait_until_reachable,
+    workers_probe,
+)
 from agora.web.security import SecurityHeadersMiddleware
 from agora.web.service_app import ServiceApp
 
@@ -40,10 +50,28 @@ class ProcessApp:
             reverse=True,
         )
         # A path no service answers gets the same headers as the services' answers.
+        hsts = any(app.context.settings.cookie_secure for app in apps)
         self.not_found = SecurityHeadersMiddleware(
-            JSONResponse({"error": "Not found"}, status_code=404),
-            hsts=any(app.context.settings.cookie_secure for app in apps),
+            JSONResponse({"error": "Not found"}, status_code=404), hsts=hsts
         )
+        # Health and readiness of the whole process, whatever services it runs
+        # (runtime/health.py). In prod, the services start only once every configured
+        # backend answers; meanwhile the process serves /healthz and /readyz (not ready).
+        settings = self.apps[0].context.settings
+        self.probes = backend_probes(settings, backends)
+        self.wait_for_backends = settings.env == "prod"
+        self.started = False
+        self.start_failure: str | None = None
+        self.readiness = Readiness([*self.probes, workers_probe(self.apps, self._not_started)])
+        self.health = SecurityHeadersMiddleware(health_endpoint(self.readiness), hsts=hsts)
+        self.not_ready = SecurityHeadersMiddleware(
+            JSONResponse({"error": "Service unavailable"}, 503, {"Retry-After": "1"}), hsts=hsts
+        )
+
+    def _not_started(self) -> str | None:
+        if self.started:
+            return None
+        return self.start_failure or "waiting for backends"
 
     def app_for(self, path: str) -> ServiceApp | None:
         if len(self.apps) == 1:
@@ -59,6 +87,8 @@ class ProcessApp:
             await self.backends.start()
             if self.owns_backends:
                 stack.push_async_callback(self.backends.close)
+            if self.wait_for_backends:
+                await wait_until_reachable(self.probes)
             for app in self.apps:
                 await stack.enter_async_context(app.router.lifespan_context(app))
             # One gRPC server for the process, hosting every service's servicers; it
@@ -67,14 +97,28 @@ class ProcessApp:
             if self.grpc is not None:
                 await self.grpc.start()
                 stack.push_async_callback(self.grpc.stop)
-            yield
+            self.started = True
+            try:
+                yield
+            finally:
+                self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await (self._deferred_lifespan if self.wait_for_backends else self._lifespan)(
+                receive, send
+            )
+            return
+        if scope["type"] == "http" and scope["path"] in HEALTH_PATHS:
+            await self.health(scope, receive, send)
             return
         app = self.app_for(scope["path"])
-        if app is not None:
+        if self.wait_for_backends and not self.started:
+            if scope["type"] == "http":
+                await self.not_ready(scope, receive, send)
+            else:  # 1013: try again later
+                await send({"type": "websocket.close", "code": 1013})
+        elif app is not None:
             await app(scope, receive, send)
         elif scope["type"] == "http":
             await self.not_found(scope, receive, send)
@@ -94,4 +138,30 @@ class ProcessApp:
             phase = "shutdown" if started else "startup"
             await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
             return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _deferred_lifespan(self, receive: Receive, send: Send) -> None:
+        """Production: the server answers at once (/healthz 200, /readyz 503) while the
+        services wait for their backends in a task of their own, then start."""
+        await receive()  # lifespan.startup
+        stopping = asyncio.Event()
+
+        async def start_then_serve() -> None:
+            try:
+                async with self.running():
+                    log.info("every backend answers: services started")
+                    await stopping.wait()
+            except Exception as exc:
+                # Not ready for good, with the reason in /readyz: a visible failure.
+                self.start_failure = f"failed: {exc!r}"[:300]
+                log.exception("services failed to start; the process stays not ready")
+
+        task = asyncio.create_task(start_then_serve(), name="process-start")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        stopping.set()
+        if self.started:
+            await task  # a clean stop, in the usual order
+        else:
+            await cancel_and_wait(task)  # still waiting for a backend
         await send({"type": "lifespan.shutdown.complete"})

@@ -36,6 +36,9 @@ class ServiceApp(FastAPI):
         # `agora.grpc.server.Registrar`s (the web layer does not import grpc); the
         # runtime hosts them on the process's one gRPC server.
         self.grpc_servicers: list[Callable[[Any], None]] = []
+        # The service's background workers by name, each saying whether it runs; the
+        # runtime's readiness (`/readyz`) reports them.
+        self.workers: dict[str, Callable[[], bool]] = {}
 
     def provide(self, part: object) -> None:
         """Keeps an object the service was assembled with, found again by its type

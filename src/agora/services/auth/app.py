@@ -48,6 +48,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         poll_interval=settings.outbox_poll_interval,
         wake=outbox_written,
     )
+    app.workers["outbox relay"] = lambda: relay.alive
     throttle = LoginThrottle(backends.cache, context.audit, settings)
     app.provide(
         AuthService(

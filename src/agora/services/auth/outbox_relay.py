@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from agora.core.background import running
 from agora.db.engine import Database, utcnow
 from agora.services.auth.models import OutboxEvent
 from agora.services.auth.repository import OutboxRepository
@@ -95,6 +96,10 @@ class OutboxRelay:
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    @property
+    def alive(self) -> bool:
+        return running(self._task)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -74,5 +74,6 @@ def create_app(settings: Settings, backends: Backends, adapters: MessagingAdapte
     app.grpc_servicers = [
         messaging_service(service, GrpcAuthenticator(context.guard, context.audit))
     ]
+    app.workers.update(realtime.workers)
     app.add_socket_route(SOCKET_PATH, realtime.socket.handle)
     return app

@@ -45,14 +45,17 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         idle_timeout=settings.idle_timeout,
         activity_write_interval=settings.activity_write_interval,
     )
+    sweeper = IdleSweeper(
+        status, settings.idle_sweep_interval, backends.pubsub, settings.key_prefix
+    )
+    app.workers["event consumer"] = lambda: backends.bus.consuming
+    app.workers["idle sweeper"] = lambda: app.provided(PublicationsServices).idle_sweeper.alive
     app.provide(
         PublicationsServices(
             publications=PublicationService(backends.database),
             user_status=status,
             user_events=UserEventConsumer(status),
-            idle_sweeper=IdleSweeper(
-                status, settings.idle_sweep_interval, backends.pubsub, settings.key_prefix
-            ),
+            idle_sweeper=sweeper,
         )
     )
     return app

@@ -40,6 +40,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         hub_channels="social:user:",
         presence_channels="presence:",
     )
+    app.workers["presence"] = lambda: kit.presence.alive
     app.provide(SocialServices(tickets=kit.tickets, hub=kit.hub, presence=kit.presence))
     social_socket = SocialSocket(
         **kit.endpoint_args(

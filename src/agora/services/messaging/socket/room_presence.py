@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agora.core.background import cancel_and_wait, every
+from agora.core.background import cancel_and_wait, every, running
 from agora.ports.presence import Presence
 from agora.realtime.connection import Connection
 from agora.realtime.rooms import Rooms
@@ -68,6 +68,11 @@ class RoomPresence:
             every(self.ttl / 3, self.refresh, "room-refresh"),
             every(self.recheck_interval, self.recheck, "room-recheck"),
         ]
+
+    @property
+    def alive(self) -> bool:
+        """Both periodic tasks (refresh and recheck) run."""
+        return running(*self._tasks)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -46,6 +46,8 @@ class MessagingRealtime:
     socket: MessagingSocket
     start: Callable[[], Awaitable[None]]
     stop: Callable[[], Awaitable[None]]
+    # Background workers by name, each saying whether it runs (readiness).
+    workers: dict[str, Callable[[], bool]]
 
 
 def user_presence_frame(kind: str, user_id: str, watcher_id: str) -> str:
@@ -114,4 +116,7 @@ def build_messaging_realtime(
     kit.deliver_through(fanout, rooms, typing)
     kit.track_presence_with(room_presence)
     kit.stop_first(socket.sync.stop)
-    return MessagingRealtime(fanout=fanout, socket=socket, start=kit.start, stop=kit.stop)
+    workers = {"presence": lambda: kit.presence.alive, "room presence": lambda: room_presence.alive}
+    return MessagingRealtime(
+        fanout=fanout, socket=socket, start=kit.start, stop=kit.stop, workers=workers
+    )

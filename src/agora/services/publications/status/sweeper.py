@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agora.core.background import cancel_and_wait
+from agora.core.background import cancel_and_wait, running
 from agora.ports.pubsub import PubSub
 from agora.realtime.sessions import disconnected_notice, publish_notice
 from agora.services.publications.status.service import UserStatusService
@@ -33,6 +33,10 @@ class IdleSweeper:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="publications-idle-sweeper")
+
+    @property
+    def alive(self) -> bool:
+        return running(self._task)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
