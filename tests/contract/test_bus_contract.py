@@ -23,7 +23,7 @@ from yarl import URL
 
 from agora.adapters.bus_amqp import AmqpBus, TlsFiles
 from agora.adapters.bus_memory import MemoryBus
-from agora.ports.bus import Bus, Delivery, PoisonMessage, PublishFailed, Topology
+from agora.ports.bus import Bus, BusUnavailable, Delivery, PoisonMessage, PublishFailed, Topology
 from tests.support.net import free_port
 from tests.support.services import delete_topology
 from tests.support.waiting import eventually
@@ -86,6 +86,15 @@ async def restart(bus: Bus, handler: Recorder, prefetch: int = 100) -> None:
     await bus.close()
     await bus.start()
     await bus.consume(handler, prefetch=prefetch)
+
+
+async def test_ping_answers_and_consuming_follows_the_consumer(bus: Bus) -> None:
+    await bus.ping()  # readiness: raises BusUnavailable when the broker cannot be reached
+    assert not bus.consuming
+    await bus.consume(Recorder())
+    await eventually(lambda: bus.consuming)
+    await bus.close()
+    assert not bus.consuming
 
 
 async def test_publish_then_consume_delivers_body_key_and_id(bus: Bus) -> None:
@@ -285,6 +294,8 @@ async def test_unreachable_broker_fails_publish_in_bounded_time() -> None:
     with pytest.raises(PublishFailed):
         await bus.publish(CONNECTED, b"{}", message_id=new_id())
     assert time.monotonic() - began < 3.0
+    with pytest.raises(BusUnavailable, match="Connect call failed"):
+        await bus.ping()  # says why: the last attempt's error
     await bus.close()
 
 
@@ -334,6 +345,36 @@ async def test_consumer_and_publisher_survive_a_dropped_connection(
     await bus.publish(CONNECTED, b"{}", message_id=after)  # waits out the reconnection
     await eventually(lambda: after in recorder.ids())
     assert proxy.accepted == 2  # it did reconnect, once
+    await bus.close()
+    await proxy.close()
+
+
+@pytest.mark.rabbitmq
+async def test_ping_fails_while_the_broker_is_cut_off_and_answers_once_it_is_back(
+    amqp_url: str, topology: Topology, cleanup: None
+) -> None:
+    proxy = Proxy(URL(amqp_url))
+    await proxy.open()
+    bus = AmqpBus(via(proxy, amqp_url), topology, reconnect_interval=0.3)
+    await bus.start()
+    await bus.ping()
+
+    await proxy.close()  # connections dropped, and no new one accepted
+
+    async def ping_fails() -> bool:
+        try:
+            await asyncio.wait_for(bus.ping(), 1.0)
+        except (BusUnavailable, TimeoutError):
+            return True
+        return False
+
+    await eventually(ping_fails, timeout=5)
+    await proxy.open()
+
+    async def ping_answers() -> bool:
+        return not await ping_fails()
+
+    await eventually(ping_answers, timeout=10)
     await bus.close()
     await proxy.close()
 

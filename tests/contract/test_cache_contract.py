@@ -40,6 +40,10 @@ async def cache(backend: tuple[str, str, str]) -> AsyncIterator[Cache]:
 # --- both backends -----------------------------------------------------------------
 
 
+async def test_ping_answers_while_the_backend_is_up(cache: Cache) -> None:
+    await cache.ping()  # readiness: raises CacheUnavailable when it cannot be reached
+
+
 async def test_get_set_overwrite_and_delete(cache: Cache) -> None:
     assert await cache.get("k") is None
     await cache.set("k", b"one")
@@ -251,6 +255,7 @@ async def assert_every_call_unavailable(cache: RedisCache, budget: float) -> Non
         lambda: cache.expire("k", 1),
         lambda: cache.ttl("k"),
         lambda: cache.incr("k", ttl=1),
+        cache.ping,
     ]
     for call in calls:
         started = time.monotonic()
