@@ -175,6 +175,20 @@ async def test_gateway_errors_are_json(client: httpx.AsyncClient) -> None:
     assert missing.status_code == 404 and "error" in missing.json()
 
 
+async def test_gateway_health_and_each_services_readiness(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz/auth")  # one auth instance's own /readyz
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["database"] == "ok"
+        # No instance of messaging runs: nginx's 502, never a ready answer.
+        assert (await client.get("/readyz/messaging")).status_code == 502
+    # Readiness names backends and errors: refused to other addresses than loopback's.
+    async with from_address(gateway, "127.0.0.2") as other:
+        refused = await other.get("/readyz/auth")
+    assert (refused.status_code, refused.json()) == (403, {"error": "Forbidden"})
+
+
 async def test_client_address_reaches_the_app(services: Deployment, gateway: Gateway) -> None:
     """nginx sends X-Forwarded-For/X-Real-IP; uvicorn believes them from 127.0.0.1 (nginx),
     so the service sees the client's address, not nginx's, nor a forged one."""
