@@ -12,11 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from agora.core import metrics
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
+from agora.web.metrics import HttpMetricsMiddleware
 from agora.web.security import SecurityHeadersMiddleware
 from agora.web.service_app import ServiceApp
 
@@ -44,6 +46,8 @@ class ProcessApp:
             JSONResponse({"error": "Not found"}, status_code=404),
             hsts=any(app.context.settings.cookie_secure for app in apps),
         )
+        self.metrics_served = apps[0].context.settings.metrics_served
+        self.http = HttpMetricsMiddleware(self._route)
 
     def app_for(self, path: str) -> ServiceApp | None:
         if len(self.apps) == 1:
@@ -67,12 +71,22 @@ class ProcessApp:
             if self.grpc is not None:
                 await self.grpc.start()
                 stack.push_async_callback(self.grpc.stop)
+            stack.callback(metrics.process_exiting)
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "http":
+            if scope["path"] == "/metrics" and self.metrics_served:
+                await self._metrics(scope, receive, send)
+            else:
+                await self.http(scope, receive, send)
+            return
+        await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.app_for(scope["path"])
         if app is not None:
             await app(scope, receive, send)
@@ -80,6 +94,11 @@ class ProcessApp:
             await self.not_found(scope, receive, send)
         else:  # a websocket to an unknown path
             await send({"type": "websocket.close", "code": 4404})
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Not counted in the HTTP metrics: scrapes would move the numbers they read.
+        body = metrics.exposition()
+        await Response(body, media_type=metrics.CONTENT_TYPE)(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
