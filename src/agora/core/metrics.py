@@ -32,7 +32,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-disable_created_metrics()  # no `_created` series: they double the output and say little
+# No `_created` series: they double the page and say little.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
