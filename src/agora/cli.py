@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from agora.core.errors import AgoraError
 from agora.core.logs import configure_logging
+from agora.core.metrics import prepare_multiprocess_dir
 from agora.core.settings import Settings, load_settings
 from agora.db.migrate import upgrade
 from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     os.environ[SERVICE_ENV] = service
     # Several workers serve one gRPC port together; one alone refuses a port in use.
     os.environ[GRPC_REUSE_PORT_ENV] = "1" if args.workers > 1 else "0"
+    prepare_multiprocess_dir(args.workers)  # workers' metrics, summed by any one's /metrics
     uvicorn.run(
         "agora.cli:app_factory",
         factory=True,

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from agora.core.metrics import count_audit_event
+
 AuditSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 _log = logging.getLogger("agora.audit")
@@ -39,6 +41,7 @@ class Audit:
         """The JSON line only: for a caller that stores the entry itself, in its own
         transaction (`adapters.audit_database.add_audit_events`), as the event consumer does."""
         _log.info("audit", extra={"audit": entry})
+        count_audit_event(entry)  # refusals and blocks, by reason (/metrics)
 
     async def record(self, event: str, **fields: Any) -> None:
         entry = self.entry(event, **fields)

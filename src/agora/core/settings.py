@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
     log_level: str = "INFO"
+    # /metrics (Prometheus) on the main port: on in dev and test, off in prod unless set.
+    metrics_enabled: bool | None = None
 
     # Persistence and transports; empty means the embedded backend.
     database_url: str = ""
@@ -234,6 +236,10 @@ class Settings(BaseSettings):
             if not self.cookie_secure:
                 raise ValueError("AGORA_COOKIE_SECURE=false is only allowed with AGORA_ENV=dev")
         return self
+
+    @property
+    def metrics_served(self) -> bool:
+        return self.metrics_enabled if self.metrics_enabled is not None else self.env != "prod"
 
     @property
     def resolved_media_dir(self) -> Path:

@@ -24,6 +24,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agora.core.audit import Audit
+from agora.core.metrics import SOCKET_CONNECTIONS, SOCKETS_OPEN
 from agora.realtime.codes import (
     FRAME_TOO_LARGE,
     SERVER_ERROR,
@@ -69,6 +70,8 @@ class SocketEndpoint:
         self.max_message_bytes = max_message_bytes
         self.max_queued_bytes = max_queued_bytes
         self.close_grace = close_grace
+        self._open = SOCKETS_OPEN.labels(name)
+        self._connected = SOCKET_CONNECTIONS.labels(name)
 
     # --- what a service defines ------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class SocketEndpoint:
             max(0.0, ticket.session_exp - time.time()), conn.close, SESSION_ENDED
         )
         self._log("connected", conn)
+        self._connected.inc()
+        self._open.inc()
         try:
             try:
                 await self.hub.add(conn)
@@ -143,6 +148,7 @@ class SocketEndpoint:
             await conn.finish()  # closed by us: the error frame and the close
         finally:
             expiry.cancel()
+            self._open.dec()
             await conn.stop_writer()
             await self._cleanup(conn)
 

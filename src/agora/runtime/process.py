@@ -13,9 +13,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from agora.core import metrics
 from agora.core.background import cancel_and_wait
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
@@ -27,6 +28,7 @@ from agora.runtime.health import (
     wait_until_reachable,
     workers_probe,
 )
+from agora.web.metrics import HttpMetricsMiddleware
 from agora.web.security import SecurityHeadersMiddleware
 from agora.web.service_app import ServiceApp
 
@@ -67,6 +69,8 @@ class ProcessApp:
         self.not_ready = SecurityHeadersMiddleware(
             JSONResponse({"error": "Service unavailable"}, 503, {"Retry-After": "1"}), hsts=hsts
         )
+        self.metrics_served = apps[0].context.settings.metrics_served
+        self.http = HttpMetricsMiddleware(self._route)
 
     def _not_started(self) -> str | None:
         if self.started:
@@ -97,6 +101,7 @@ class ProcessApp:
             if self.grpc is not None:
                 await self.grpc.start()
                 stack.push_async_callback(self.grpc.stop)
+            stack.callback(metrics.process_exiting)
             self.started = True
             try:
                 yield
@@ -112,6 +117,15 @@ class ProcessApp:
         if scope["type"] == "http" and scope["path"] in HEALTH_PATHS:
             await self.health(scope, receive, send)
             return
+        if scope["type"] == "http":
+            if scope["path"] == "/metrics" and self.metrics_served:
+                await self._metrics(scope, receive, send)
+            else:
+                await self.http(scope, receive, send)
+            return
+        await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.app_for(scope["path"])
         if self.wait_for_backends and not self.started:
             if scope["type"] == "http":
@@ -124,6 +138,11 @@ class ProcessApp:
             await self.not_found(scope, receive, send)
         else:  # a websocket to an unknown path
             await send({"type": "websocket.close", "code": 4404})
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Not counted in the HTTP metrics: scrapes would move the numbers they read.
+        body = metrics.exposition()
+        await Response(body, media_type=metrics.CONTENT_TYPE)(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

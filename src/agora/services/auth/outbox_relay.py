@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from agora.core.background import running
+from agora.core.metrics import OUTBOX_DEPTH
 from agora.db.engine import Database, utcnow
 from agora.services.auth.models import OutboxEvent
 from agora.services.auth.repository import OutboxRepository
@@ -177,6 +178,8 @@ class OutboxRelay:
             except Exception as exc:  # database unreachable: keep the task alive
                 log.exception("outbox relay pass failed")
                 result = BatchResult(0, 0, repr(exc))
+            if result.error is not None or result.claimed < self.batch_size:
+                await self._measure_depth()  # on each poll, and while the broker is away
             if result.error is not None:
                 failures += 1
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
@@ -190,6 +193,13 @@ class OutboxRelay:
             if result.claimed >= self.batch_size:
                 continue  # more rows are waiting
             await self._sleep(self.poll_interval, wakeable=True)
+
+    async def _measure_depth(self) -> None:
+        try:
+            async with self.db.transaction() as session:
+                OUTBOX_DEPTH.set(await OutboxRepository(session).count_unsent())
+        except Exception:  # the database is away: the pass above already said so
+            log.debug("outbox depth not measured", exc_info=True)
 
     async def _sleep(self, seconds: float, *, wakeable: bool) -> None:
         """Wait `seconds`, or less if stopping (or, when wakeable, if woken)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -112,6 +112,13 @@ class OutboxRepository:
         if self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return list((await self.session.execute(query)).scalars())
+
+    async def count_unsent(self) -> int:
+        """Rows not yet published (the partial index on unpublished rows answers it)."""
+        query = (
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+        )
+        return int((await self.session.execute(query)).scalar_one())
 
     async def mark_published(self, ids: list[int], at: datetime) -> None:
         if ids:

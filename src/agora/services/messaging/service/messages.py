@@ -19,6 +19,7 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 
 from agora.core.errors import Conflict, Invalid, NotFound
+from agora.core.metrics import MESSAGES_STORED
 from agora.db.engine import utcnow
 from agora.services.messaging import validation
 from agora.services.messaging.content import clean_text, readable
@@ -97,6 +98,7 @@ class MessagingService(ConversationRules, MediaUploads):
             if raced is None:
                 raise
             return SendResult(raced, created=False)
+        MESSAGES_STORED.inc()
         await self._announce(member_ids, "message:new", message.to_json())
         await self._notify_offline(member_ids, message)
         return SendResult(message, created=True)

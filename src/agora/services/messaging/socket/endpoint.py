@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agora.core.errors import AgoraError, Forbidden, Invalid, NotFound, ServiceUnavailable
+from agora.core.metrics import SOCKET_JOINS
 from agora.ports.presence import PresenceUnavailable
 from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.connection import Connection
@@ -96,6 +97,8 @@ class MessagingSocket(SocketEndpoint):
             "typing:stop": self._typing_stop,
         }
         rooms.on("members", self._on_members)
+        self._user_joins = SOCKET_JOINS.labels(self.name, "user")
+        self._conversation_joins = SOCKET_JOINS.labels(self.name, "conversation")
 
     @property
     def service(self) -> MessagingService:
@@ -173,6 +176,7 @@ class MessagingSocket(SocketEndpoint):
         conn.send(ok(request, response))
         conn.send(push(request.topic, "presence_state", {"online": sorted(online)}))
         self.fanout.release(conn)
+        self._user_joins.inc()
 
     # --- conversation:<id> -------------------------------------------------------------------
 
@@ -221,6 +225,7 @@ class MessagingSocket(SocketEndpoint):
         conn.send(ok(request, catchup.to_json()))
         conn.send(push(topic, "presence_state", {"online": sorted(online)}))
         self.rooms.release(topic, conn)
+        self._conversation_joins.inc()
 
     async def _leave_conversation(self, conn: Connection, topic: str) -> None:
         if not self.rooms.is_member(topic, conn):

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agora.core.metrics import DELIVERIES_PUSHED
 from agora.ports.presence import PresenceUnavailable
 from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
@@ -137,6 +138,7 @@ class MessagingFanout:
         if not devices:
             return
         frame = message.decode()
+        DELIVERIES_PUSHED.inc(len(devices))
         for conn in devices:
             held = self._held.get(conn)
             if held is not None:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from agora.core.errors import AgoraError, Invalid, NotFound
+from agora.core.metrics import CATCH_UP_REPLIES
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor, Catchup, ConversationSummary
 from agora.services.messaging.service.messages import MessagingService
@@ -33,6 +34,7 @@ log = logging.getLogger("agora.messaging.sync")
 
 Cursor = tuple[int | None, int | None]  # (last_seq, last_version)
 CONTACT_PAGES = 20  # pages of 100 conversations read to find whose presence to follow
+_RECOVERED = {True: CATCH_UP_REPLIES.labels("true"), False: CATCH_UP_REPLIES.labels("false")}
 
 
 class Sync:
@@ -97,7 +99,9 @@ class Sync:
             )
         service = self.service_getter()
         catchup = await service.catch_up(actor, conversation.id, last_seq, last_version)
-        return self._fit(catchup, self.budget)[0]
+        catchup = self._fit(catchup, self.budget)[0]
+        _RECOVERED[catchup.recovered].inc()
+        return catchup
 
     async def user_catch_up(self, actor: Actor, cursors: dict[str, Cursor]) -> dict[str, Any]:
         """The `user:<id>` join reply: catch-ups (or errors) per conversation, unread counts."""
@@ -116,6 +120,7 @@ class Sync:
                 errors[conversation_id] = error_body(error)
                 continue
             catchup, size = self._fit(catchup, left)
+            _RECOVERED[catchup.recovered].inc()
             left -= size
             catchups[conversation_id] = catchup.to_json()
         response: dict[str, Any] = {

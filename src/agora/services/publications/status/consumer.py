@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
+from agora.core.metrics import CONSUMER_LAG
 from agora.ports.bus import Delivery, PoisonMessage
 from agora.services.publications.models import CONNECTED, DISCONNECTED
 from agora.services.publications.repository import UserEvent
@@ -154,7 +156,10 @@ class UserEventConsumer:
         in line by the next request's activity write (see `status`). Requeueing instead
         would hold every event hostage to the cache being up.
         """
-        await self._batcher.submit(parse_event(delivery))
+        event = parse_event(delivery)
+        if event.occurred_at is not None:
+            CONSUMER_LAG.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        await self._batcher.submit(event)
 
     async def _apply(self, events: list[UserEvent]) -> Sequence[BaseException | None]:
         try:
