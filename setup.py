@@ -9,13 +9,18 @@ The generator is `agora.grpc.build`, loaded by path: the package is not importab
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from types import ModuleType
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-GENERATOR = Path(__file__).resolve().parent / "src" / "agora" / "grpc" / "build.py"
+ROOT = Path(__file__).resolve().parent
+GENERATOR = ROOT / "src" / "agora" / "grpc" / "build.py"
+# `agora cluster` renders the nginx config operators copy (agora.runtime.nginx): a wheel
+# carries it as package data; a checkout reads it in place.
+NGINX_CONFIG = ROOT / "deploy" / "nginx" / "agora.conf"
 
 
 def load_generator() -> ModuleType:
@@ -34,6 +39,7 @@ class BuildPyWithStubs(build_py):
             generator.refresh()  # src/agora/grpc_gen, where the editable install imports it
         else:
             generator.generate(Path(self.build_lib) / "agora" / "grpc_gen", generator.PROTOS_DIR)
+            shutil.copyfile(NGINX_CONFIG, Path(self.build_lib) / "agora" / "runtime" / "agora.conf")
 
 
 setup(cmdclass={"build_py": BuildPyWithStubs})

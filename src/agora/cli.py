@@ -19,6 +19,7 @@ from agora.core.metrics import prepare_multiprocess_dir
 from agora.core.settings import Settings, load_settings
 from agora.db.migrate import upgrade
 from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
+from agora.runtime import cluster
 
 if TYPE_CHECKING:
     from agora.runtime.process import ProcessApp
@@ -192,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("--alg", choices=["RS256", "ES256", "EdDSA"])
     rotate.set_defaults(func=cmd_keys_rotate)
     keys.add_parser("show", help="print the public JWKS").set_defaults(func=cmd_keys_show)
+    cluster.add_command(commands)
     return root
 
 

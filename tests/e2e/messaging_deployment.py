@@ -1,31 +1,28 @@
 """Messaging as it is deployed: auth, social (which issues the socket tickets) and TWO
-`agora serve messaging` instances, each its own process on PostgreSQL, Redis and
-RabbitMQ, behind nginx on deploy/nginx/agora.conf.
-
-Messaging finds users through auth's gRPC UserService (`AGORA_USERS_GRPC_TARGET`); every
-process that serves gRPC gets a free port of its own (`AGORA_GRPC_PORT`), the others
-none. A person is a registered, logged-in user; their devices are `Device`s opened
-through nginx or pinned to one instance (`instance_ws`).
+messaging instances, each its own `agora serve` process on PostgreSQL, Redis and
+RabbitMQ, behind nginx on deploy/nginx/agora.conf: `agora cluster`'s processes
+(tests/e2e/gateway.cluster). Messaging finds users through auth's gRPC UserService,
+which the cluster points it at. A person is a registered, logged-in user; their devices
+are `Device`s opened through nginx or pinned to one instance (`instance_ws`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.gateway import Gateway, start_instance, ticket
-from tests.e2e.processes import Deployment, bearer, deployment, login, register, stop
+from agora.runtime.cluster import Cluster
+from tests.e2e.gateway import cluster, nginx_log, require_nginx, socket_upstreams, ticket
+from tests.e2e.processes import Deployment, bearer, deployment, login, register
 from tests.support.messaging_client import SOCKET_PATH, Device
-from tests.support.net import free_port
 from tests.support.services import require_rabbitmq, require_redis
 
-INSTANCES = ("messaging-a", "messaging-b")
+INSTANCES = ("messaging.1", "messaging.2")
 # Typing indicators stop after this long without a refresh (5 s by default).
 TYPING_TTL = 1.0
 
@@ -33,67 +30,34 @@ TYPING_TTL = 1.0
 @dataclass
 class Messaging:
     services: Deployment
-    gateway: Gateway
+    gateway: Cluster
 
     def instance_url(self, name: str) -> str:
-        return self.services.url(name)
+        return self.gateway.instances[name].url
 
     def instance_ws(self, name: str) -> str:
         return self.instance_url(name).replace("http://", "ws://", 1)
 
     def instance_address(self, name: str) -> str:
-        return f"127.0.0.1:{self.services.servers[name].port}"
+        return self.gateway.instances[name].address
+
+    def access_log(self) -> str:
+        return nginx_log(self.gateway, "access.log")
 
     def socket_upstreams(self, since: int = 0) -> list[str]:
         """The instance behind each messaging socket nginx upgraded (101), in the order
         they closed (nginx logs a socket when it ends), from access log offset `since`."""
-        return [
-            line.rsplit("upstream=", 1)[1].strip()
-            for line in self.gateway.access_log()[since:].splitlines()
-            if f'"GET {SOCKET_PATH} ' in line and '" 101 ' in line
-        ]
+        return socket_upstreams(self.gateway, SOCKET_PATH, since)
 
 
 @contextlib.contextmanager
 def messaging_deployment(root: Path) -> Iterator[Messaging]:
     redis_url, amqp_url = require_redis(), require_rabbitmq()
-    gateway = Gateway(root / "nginx", upstreams={})  # fails fast here without nginx
+    require_nginx()
     with deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services:
-        auth_grpc = free_port()
-        messaging_env = {
-            "AGORA_USERS_GRPC_TARGET": f"127.0.0.1:{auth_grpc}",
-            "AGORA_MESSAGING_TYPING_TTL": str(TYPING_TTL),
-        }
-        processes: dict[str, tuple[str, dict[str, str]]] = {
-            "auth": ("auth", {"AGORA_GRPC_PORT": str(auth_grpc)}),
-            "social": ("social", {}),
-            **{
-                name: ("messaging", {**messaging_env, "AGORA_GRPC_PORT": str(free_port())})
-                for name in INSTANCES
-            },
-        }
-        # Started side by side: each takes a second or two to import and answer.
-        with ThreadPoolExecutor(len(processes)) as pool:
-            started = [
-                pool.submit(start_instance, services, name, service, **env)
-                for name, (service, env) in processes.items()
-            ]
-            for future in started:
-                future.result()
-        gateway.upstreams = {
-            "auth": [f"127.0.0.1:{services.servers['auth'].port}"],
-            "publications": [f"127.0.0.1:{free_port()}"],  # not part of this deployment
-            "social": [f"127.0.0.1:{services.servers['social'].port}"],
-            "messaging": [f"127.0.0.1:{services.servers[name].port}" for name in INSTANCES],
-        }
-        gateway.start()
-        try:
-            yield Messaging(services, gateway)
-        finally:
-            gateway.stop()
-            # Side by side too (each may take a second to drain its sockets).
-            with ThreadPoolExecutor(len(services.servers)) as pool:
-                list(pool.map(stop, services.servers.values()))
+        counts = {"auth": 1, "publications": 0, "social": 1, "messaging": len(INSTANCES)}
+        with cluster(services, counts, AGORA_MESSAGING_TYPING_TTL=str(TYPING_TTL)) as started:
+            yield Messaging(services, started)
 
 
 # --- people and their devices ------------------------------------------------------------

@@ -17,71 +17,62 @@ import httpx
 import orjson
 import pytest
 
+from agora.runtime import nginx
+from agora.runtime.cluster import Cluster
 from tests.e2e.gateway import (
-    Gateway,
+    WS_PATH,
     Socket,
-    load_render,
-    nginx_check,
-    start_instance,
+    cluster,
+    logs,
+    nginx_log,
+    require_nginx,
+    socket_upstreams,
     ticket,
 )
 from tests.e2e.processes import Deployment, bearer, deployment, login, register, wait_until
-from tests.support.net import free_port
 from tests.support.services import require_rabbitmq, require_redis
 from tests.support.users import PASSWORD, unique_login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 MAX_BODY = 1_048_576  # AGORA_MAX_BODY_BYTES and nginx's client_max_body_size 1m
+SOCIAL = ("social.1", "social.2")
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Gateway]]:
-    """auth, publications, social-a and social-b behind one nginx. The messaging
-    upstream points at a port nobody listens on (that service does not exist yet)."""
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Cluster]]:
+    """`agora cluster`'s processes: one auth, one publications and two social instances
+    behind nginx. No messaging instance: its paths answer nginx's 502."""
     redis_url, amqp_url = require_redis(), require_rabbitmq()
+    require_nginx()
     root = tmp_path_factory.mktemp("e2e-gateway")
-    gateway = Gateway(root / "nginx", upstreams={})  # fails fast here without nginx
     with deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services:
-        services.start("auth")
-        services.start("publications")
-        start_instance(services, "social-a", "social")
-        start_instance(services, "social-b", "social")
-        address = {name: f"127.0.0.1:{server.port}" for name, server in services.servers.items()}
-        gateway.upstreams = {
-            "auth": [address["auth"]],
-            "publications": [address["publications"]],
-            "social": [address["social-a"], address["social-b"]],
-            "messaging": [f"127.0.0.1:{free_port()}"],
-        }
-        gateway.start()
-        try:
-            yield services, gateway
-        finally:
-            gateway.stop()
+        counts = {"auth": 1, "publications": 1, "social": 2, "messaging": 0}
+        with cluster(services, counts) as started:
+            yield services, started
 
 
 @pytest.fixture
-def services(deployed: tuple[Deployment, Gateway]) -> Deployment:
+def services(deployed: tuple[Deployment, Cluster]) -> Deployment:
     return deployed[0]
 
 
 @pytest.fixture
-def gateway(deployed: tuple[Deployment, Gateway]) -> Gateway:
+def gateway(deployed: tuple[Deployment, Cluster]) -> Cluster:
     return deployed[1]
 
 
 @pytest.fixture
-async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as http:
+async def client(gateway: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
         yield http
 
 
-def from_address(gateway: Gateway, source: str) -> httpx.AsyncClient:
+def from_address(gateway: Cluster, source: str) -> httpx.AsyncClient:
     """A client whose connections to nginx come from another loopback address: its own
     client IP for nginx's login zone and for the app's throttles."""
     transport = httpx.AsyncHTTPTransport(local_address=source)
-    return httpx.AsyncClient(base_url=gateway.base_url, timeout=10, transport=transport)
+    return httpx.AsyncClient(base_url=gateway.url, timeout=10, transport=transport)
 
 
 def cookie_attributes(header: str) -> tuple[str, str, dict[str, str]]:
@@ -98,21 +89,24 @@ def cookie_attributes(header: str) -> tuple[str, str, dict[str, str]]:
 # --- the configuration itself ----------------------------------------------------------
 
 
-def test_rendering_changes_only_instances_and_listen(gateway: Gateway, tmp_path: Path) -> None:
-    render = load_render()
-    original = render.CONFIG.read_text().splitlines()
-    rendered = render.render("127.0.0.1:9999", gateway.upstreams).splitlines()
+def test_rendering_changes_only_instances_and_listen(tmp_path: Path) -> None:
+    original = nginx.CONFIG.read_text().splitlines()
+    upstreams = {"auth": ["127.0.0.1:1"], "publications": ["127.0.0.1:2"],
+                 "social": ["127.0.0.1:3", "127.0.0.1:4"], "messaging": []}  # fmt: skip
+    rendered = nginx.render("127.0.0.1:9999", upstreams).splitlines()
     changed = [line.strip() for line in rendered if line not in original]
     assert changed, "rendering changed nothing"
-    assert all(line.startswith(("server 127.0.0.1:", "listen 127.0.0.1:9999;")) for line in changed)
+    allowed = ("server 127.0.0.1:", "listen 127.0.0.1:9999;")
+    assert all(line.startswith(allowed) for line in changed), changed
+    assert f"server {nginx.NO_INSTANCE};" in changed  # no messaging instance: 502
     with pytest.raises(ValueError, match="upstreams"):  # every service's instances, or none
-        render.render("127.0.0.1:9999", {"auth": ["127.0.0.1:1"]})
+        nginx.render("127.0.0.1:9999", {"auth": ["127.0.0.1:1"]})
     # The production file, as is (port 80, its own instances; only the log elsewhere),
     # is valid nginx.
     production = tmp_path / "nginx.conf"
-    as_is = render.render(access_log=tmp_path / "access.log")
-    production.write_text(render.standalone(as_is, tmp_path))
-    checked = nginx_check(gateway.binary, production, tmp_path)
+    as_is = nginx.render(access_log=tmp_path / "access.log")
+    production.write_text(nginx.standalone(as_is, tmp_path))
+    checked = nginx.check(require_nginx(), production, tmp_path)
     assert checked.returncode == 0, checked.stderr
 
 
@@ -152,7 +146,9 @@ async def test_login_cookie_me_and_publications(
         answer = await client.get("/api/publications", headers=bearer(token))
         return answer if answer.status_code == 200 else None
 
-    listing = await wait_until(listed, timeout=15, what="GET /api/publications", logs=services.logs)
+    listing = await wait_until(
+        listed, timeout=15, what="GET /api/publications", logs=lambda: logs(gateway)
+    )
     assert listing.json()["publications"] == []
     created = await client.post(
         "/api/publications", json={"title": "via nginx"}, headers=bearer(token)
@@ -175,8 +171,8 @@ async def test_gateway_errors_are_json(client: httpx.AsyncClient) -> None:
     assert missing.status_code == 404 and "error" in missing.json()
 
 
-async def test_gateway_health_and_each_services_readiness(gateway: Gateway) -> None:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+async def test_gateway_health_and_each_services_readiness(gateway: Cluster) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz/auth")  # one auth instance's own /readyz
         assert ready.status_code == 200, ready.text
@@ -189,7 +185,7 @@ async def test_gateway_health_and_each_services_readiness(gateway: Gateway) -> N
     assert (refused.status_code, refused.json()) == (403, {"error": "Forbidden"})
 
 
-async def test_client_address_reaches_the_app(services: Deployment, gateway: Gateway) -> None:
+async def test_client_address_reaches_the_app(services: Deployment, gateway: Cluster) -> None:
     """nginx sends X-Forwarded-For/X-Real-IP; uvicorn believes them from 127.0.0.1 (nginx),
     so the service sees the client's address, not nginx's, nor a forged one."""
     async with from_address(gateway, "127.0.0.2") as client:
@@ -208,7 +204,7 @@ async def test_client_address_reaches_the_app(services: Deployment, gateway: Gat
 
 
 async def test_body_over_the_limit_is_refused_by_nginx(
-    gateway: Gateway, client: httpx.AsyncClient
+    gateway: Cluster, client: httpx.AsyncClient
 ) -> None:
     # Exactly the limit passes nginx and reaches the service (which judges the login).
     padding = MAX_BODY - len(orjson.dumps({"login": "x", "password": ""}))
@@ -221,10 +217,12 @@ async def test_body_over_the_limit_is_refused_by_nginx(
     over = await client.post("/auth/api/register", content=at_limit + b" ", headers=headers)
     assert over.status_code == 413
     assert over.json() == {"error": "Request body too large"}
-    assert "client intended to send too large body: 1048577 bytes" in gateway.error_log()
+    assert "client intended to send too large body: 1048577 bytes" in nginx_log(
+        gateway, "error.log"
+    )
 
 
-async def test_login_burst_is_limited_by_nginx(gateway: Gateway) -> None:
+async def test_login_burst_is_limited_by_nginx(gateway: Cluster) -> None:
     """burst=10 at 1 r/s per client address: of 30 logins at once, 11 pass. From a
     loopback address of its own, so that the other tests' logins are not limited."""
     async with from_address(gateway, "127.0.0.3") as client:
@@ -242,7 +240,7 @@ async def test_login_burst_is_limited_by_nginx(gateway: Gateway) -> None:
     for answer in limited:
         assert answer.json() == {"error": "Too many requests"}
         assert answer.headers["retry-after"] == "1"
-    assert "limiting requests, excess" in gateway.error_log()
+    assert "limiting requests, excess" in nginx_log(gateway, "error.log")
 
 
 # --- the social socket through nginx, and across instances -------------------------------
@@ -254,7 +252,7 @@ async def logged_in(client: httpx.AsyncClient, prefix: str) -> tuple[dict[str, s
 
 
 async def test_socket_through_nginx_welcome_echo_and_reuse(
-    services: Deployment, gateway: Gateway, client: httpx.AsyncClient
+    services: Deployment, gateway: Cluster, client: httpx.AsyncClient
 ) -> None:
     user, token = await logged_in(client, "gwws")
     one_time = await ticket(client, token)
@@ -272,7 +270,7 @@ async def test_socket_through_nginx_welcome_echo_and_reuse(
 
         # The same ticket again, through nginx (either instance) and on each instance
         # directly: burned once for all of them.
-        for base in (gateway.ws_url, *(services.url(f"social-{x}") for x in "ab")):
+        for base in (gateway.ws_url, *(gateway.instances[name].url for name in SOCIAL)):
             again = await Socket.open(base.replace("http://", "ws://"), one_time)
             assert await again.refused() == ("Token already used", 4409, "Token already used")
 
@@ -327,26 +325,27 @@ async def chat_and_presence(
 
 
 async def test_chat_and_presence_across_two_instances(
-    services: Deployment, client: httpx.AsyncClient
+    gateway: Cluster, client: httpx.AsyncClient
 ) -> None:
-    """alice on social-a, bob on social-b, each connected to its instance directly."""
-    instance_a = services.url("social-a").replace("http://", "ws://")
-    instance_b = services.url("social-b").replace("http://", "ws://")
+    """alice on social.1, bob on social.2, each connected to its instance directly."""
+    instance_a, instance_b = (
+        gateway.instances[name].url.replace("http://", "ws://") for name in SOCIAL
+    )
     await chat_and_presence(client, instance_a, instance_b, "gwx")
 
 
 async def test_chat_and_presence_through_nginx(
-    services: Deployment, gateway: Gateway, client: httpx.AsyncClient
+    services: Deployment, gateway: Cluster, client: httpx.AsyncClient
 ) -> None:
     """The same flow with both sockets through nginx, which (least_conn) puts the second
     socket on the instance without one: the two users are on different instances."""
-    since = len(gateway.access_log())
+    since = len(nginx_log(gateway, "access.log"))
     await chat_and_presence(client, gateway.ws_url, gateway.ws_url, "gwn")
 
     async def both_logged() -> list[str] | None:
-        upstreams = gateway.socket_upstreams(since)
+        upstreams = socket_upstreams(gateway, WS_PATH, since)
         return upstreams if len(upstreams) == 2 else None
 
     upstreams = await wait_until(both_logged, timeout=5, what="two sockets in nginx's log")
-    instances = {f"127.0.0.1:{services.servers[f'social-{x}'].port}" for x in "ab"}
+    instances = {gateway.instances[name].address for name in SOCIAL}
     assert set(upstreams) == instances

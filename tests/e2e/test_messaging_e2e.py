@@ -52,7 +52,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Messaging]:
 @pytest.fixture
 async def client(deployed: Messaging) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP through nginx."""
-    async with httpx.AsyncClient(base_url=deployed.gateway.base_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=deployed.gateway.url, timeout=10) as http:
         yield http
 
 
@@ -100,7 +100,7 @@ async def test_two_users_two_devices_each_see_everything(
     )
     assert again["id"] == conversation
     topic = f"conversation:{conversation}"
-    since = len(deployed.gateway.access_log())
+    since = len(deployed.access_log())
 
     async with contextlib.AsyncExitStack() as stack:
 
@@ -506,7 +506,7 @@ async def test_killed_instance_loses_no_acknowledged_message(
             return len(acknowledged) >= 40
 
         await wait_until(busy, timeout=20, what="40 acknowledged messages")
-        deployed.services.servers[victim].kill()  # SIGKILL, mid-traffic
+        deployed.gateway.instances[victim].kill()  # SIGKILL, mid-traffic
         killed.set()
 
     async with contextlib.AsyncExitStack() as stack:
@@ -545,6 +545,6 @@ async def test_killed_instance_loses_no_acknowledged_message(
     assert await all_messages(client, hank, conversation) == listed
 
     # The killed instance comes back on its port and serves the same messages.
-    deployed.services.servers[victim].start()
+    deployed.gateway.instances[victim].start()
     async with httpx.AsyncClient(base_url=deployed.instance_url(victim), timeout=10) as again:
         assert await all_messages(again, hank, conversation) == listed

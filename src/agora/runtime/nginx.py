@@ -1,5 +1,8 @@
 """Render deploy/nginx/agora.conf with other instance addresses and another listen port.
 
+The one renderer of that file: `agora cluster` (runtime/cluster.py), the gateway tests
+and operators (`python -m agora.runtime.nginx`) all go through it.
+
 agora.conf is the production configuration, usable as is. Rendering changes exactly
 three things in it: the `server` lines of each `upstream` block (where the instances of
 a service listen), the `listen` lines of the plain-http server (where nginx listens) and,
@@ -9,7 +12,7 @@ error pages) stays the file's own, so what the gateway tests run is what product
 `standalone` wraps the rendered file in a complete nginx.conf whose pid file, logs and
 temporary files live in one directory, for an nginx started by a user or a test:
 
-    python deploy/nginx/render.py --listen 127.0.0.1:8080 --prefix /tmp/agora-nginx \
+    python -m agora.runtime.nginx --listen 127.0.0.1:8080 --prefix /tmp/agora-nginx \
         --upstream auth=127.0.0.1:8001 --upstream publications=127.0.0.1:8002 \
         --upstream social=127.0.0.1:8003,127.0.0.1:8004 --upstream messaging=127.0.0.1:8005 \
         > /tmp/agora-nginx/nginx.conf
@@ -21,11 +24,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-CONFIG = Path(__file__).with_name("agora.conf")
+# A wheel carries the file beside this module (setup.py copies it there); a checkout
+# reads it where operators find it, deploy/nginx/agora.conf.
+_PACKAGED = Path(__file__).with_name("agora.conf")
+_CHECKOUT = Path(__file__).resolve().parents[3] / "deploy" / "nginx" / "agora.conf"
+CONFIG = _PACKAGED if _PACKAGED.exists() else _CHECKOUT
+# An upstream without instances: nginx answers its paths 502 (no live upstream).
+NO_INSTANCE = "127.0.0.1:9 down"
 UPSTREAM_PREFIX = "agora_"  # upstream agora_auth {...} is the service "auth"
 
 _UPSTREAM = re.compile(r"^upstream\s+(\w+)\s*\{(.*?)^\}", re.MULTILINE | re.DOTALL)
@@ -47,7 +58,7 @@ def render(
 
     `upstreams` maps every service of the file (auth, publications, ...) to its instance
     addresses; a service missing or unknown is an error, so the file and its callers
-    cannot drift apart unnoticed.
+    cannot drift apart unnoticed. A service given no address answers 502.
     """
     text = CONFIG.read_text() if template is None else template
     if upstreams is not None:
@@ -66,10 +77,10 @@ def _replace_upstreams(text: str, upstreams: Mapping[str, Sequence[str]]) -> str
 
     def one_upstream(match: re.Match[str]) -> str:
         name, body = match.group(1), match.group(2)
-        addresses = upstreams[name.removeprefix(UPSTREAM_PREFIX)]
+        addresses = upstreams[name.removeprefix(UPSTREAM_PREFIX)] or [NO_INSTANCE]
         first = _SERVER_LINE.search(body)
-        if first is None or not addresses:
-            raise ValueError(f"upstream {name}: no server line, or no instance given")
+        if first is None:
+            raise ValueError(f"upstream {name}: no server line")
         # The instances take the place of the first `server` line; the others go.
         servers = "".join(f"{first.group(1)}server {address};\n" for address in addresses)
         body = body[: first.start()] + servers + _SERVER_LINE.sub("", body[first.end() :])
@@ -124,6 +135,23 @@ def standalone(http_config: str, prefix: Path, *, user: str | None = None) -> st
         + temp_lines
         + body
         + "}\n"
+    )
+
+
+def find_nginx() -> str | None:
+    """nginx on PATH, or Debian's /usr/sbin/nginx (not on a user's PATH)."""
+    found = shutil.which("nginx")
+    if found is not None:
+        return found
+    candidates = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+    return next((path for path in candidates if Path(path).exists()), None)
+
+
+def check(binary: str, config: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
+    """`nginx -t`: parse the configuration and open its files, without serving."""
+    command = [binary, "-t", "-p", str(prefix), "-c", str(config)]
+    return subprocess.run(  # noqa: S603 (the nginx binary, on our own config)
+        command, capture_output=True, text=True, timeout=30, check=False
     )
 
 
