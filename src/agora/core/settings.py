@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
     log_level: str = "INFO"
+    # Unset: console lines for dev on a terminal, JSON otherwise (agora.core.logs).
+    log_format: Literal["console", "json"] | None = None
+    # One `agora.access` line per request and per socket; off for benchmarks.
+    access_log: bool = True
 
     # Persistence and transports; empty means the embedded backend.
     database_url: str = ""

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
+from agora.web.access_log import AccessLog
 from agora.web.security import SecurityHeadersMiddleware
 from agora.web.service_app import ServiceApp
 
@@ -44,6 +45,9 @@ class ProcessApp:
             JSONResponse({"error": "Not found"}, status_code=404),
             hsts=any(app.context.settings.cookie_secure for app in apps),
         )
+        self.serve: ASGIApp = self.dispatch
+        if apps[0].context.settings.access_log:
+            self.serve = AccessLog(self.dispatch)
 
     def app_for(self, path: str) -> ServiceApp | None:
         if len(self.apps) == 1:
@@ -73,6 +77,10 @@ class ProcessApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        await self.serve(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request or a socket to the service app whose path prefix it has."""
         app = self.app_for(scope["path"])
         if app is not None:
             await app(scope, receive, send)
