@@ -14,7 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from agora.core.errors import AgoraError
-from agora.core.logs import configure_logging
+from agora.core.logs import configure_early_logging, configure_logging
 from agora.core.metrics import prepare_multiprocess_dir
 from agora.core.settings import Settings, load_settings
 from agora.db.migrate import upgrade
@@ -36,10 +36,14 @@ def build_app(service: str, settings: Settings) -> ProcessApp:
         raise SystemExit(str(error)) from None
 
 
+def configure_logs(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format, dev=settings.env == "dev")
+
+
 def app_factory() -> ProcessApp:
     """For uvicorn's worker processes, which import the app by name."""
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logs(settings)
     return build_app(os.environ.get(SERVICE_ENV, "all"), settings)
 
 
@@ -52,7 +56,7 @@ def migrate_embedded(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logs(settings)
     if args.workers > 1 and not settings.redis_url:
         # The embedded cache, bus and pub/sub live inside one process: with several
         # workers a logout revoked in one worker would still pass in another.
@@ -72,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         host=settings.host,
         port=settings.port,
         workers=args.workers,
+        # uvicorn's loggers keep ours (agora.core.logs); agora.access replaces its access log.
         log_config=None,
         access_log=False,
         ws_max_size=settings.ws_max_message_bytes,
@@ -87,13 +92,13 @@ def cmd_check(_args: argparse.Namespace) -> None:
     from agora.runtime.check import check
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logs(settings)
     raise SystemExit(check(settings))
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> None:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logs(settings)
     upgrade(settings.resolved_database_url)
     print("database is at the latest revision")
 
@@ -131,7 +136,7 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     from agora.services.auth.service import AuthService
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logs(settings)
     try:
         request = RegisterRequest(
             login=args.login, email=args.email, name=args.name, password=_read_password()
@@ -199,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    configure_early_logging(os.environ)
     try:
         args.func(args)
     except ValidationError as exc:  # settings refused at start

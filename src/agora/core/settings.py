@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # /metrics (Prometheus) on the main port: on in dev and test, off in prod unless set.
     metrics_enabled: bool | None = None
+    # Unset: console lines for dev on a terminal, JSON otherwise (agora.core.logs).
+    log_format: Literal["console", "json"] | None = None
+    # One `agora.access` line per request and per socket; off for benchmarks.
+    access_log: bool = True
 
     # Persistence and transports; empty means the embedded backend.
     database_url: str = ""

@@ -24,6 +24,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agora.core.audit import Audit
+from agora.core.logs import SCOPE_USER_ID
 from agora.core.metrics import SOCKET_CONNECTIONS, SOCKETS_OPEN
 from agora.realtime.codes import (
     FRAME_TOO_LARGE,
@@ -111,6 +112,7 @@ class SocketEndpoint:
             )
             await self._refuse(ws, refused.close)
             return
+        ws.scope[SCOPE_USER_ID] = ticket.user_id  # for the access log
         conn = Connection(
             ws,
             user_id=ticket.user_id,

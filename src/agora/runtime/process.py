@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agora.core import metrics
 from agora.core.background import cancel_and_wait
@@ -28,6 +28,7 @@ from agora.runtime.health import (
     wait_until_reachable,
     workers_probe,
 )
+from agora.web.access_log import AccessLog
 from agora.web.metrics import HttpMetricsMiddleware
 from agora.web.security import SecurityHeadersMiddleware
 from agora.web.service_app import ServiceApp
@@ -71,6 +72,10 @@ class ProcessApp:
         )
         self.metrics_served = apps[0].context.settings.metrics_served
         self.http = HttpMetricsMiddleware(self._route)
+        # The access log sees every request and socket but the health probes.
+        self.serve: ASGIApp = self._handle
+        if settings.access_log:
+            self.serve = AccessLog(self._handle)
 
     def _not_started(self) -> str | None:
         if self.started:
@@ -115,8 +120,11 @@ class ProcessApp:
             )
             return
         if scope["type"] == "http" and scope["path"] in HEALTH_PATHS:
-            await self.health(scope, receive, send)
+            await self.health(scope, receive, send)  # probes stay out of the access log
             return
+        await self.serve(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"] == "/metrics" and self.metrics_served:
                 await self._metrics(scope, receive, send)
@@ -126,6 +134,7 @@ class ProcessApp:
         await self._route(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request or a socket to the service app whose path prefix it has."""
         app = self.app_for(scope["path"])
         if self.wait_for_backends and not self.started:
             if scope["type"] == "http":

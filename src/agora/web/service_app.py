@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from agora.core.logs import SCOPE_ROUTE
 from agora.web.context import ServiceContext
 from agora.web.security import SecurityHeadersMiddleware
 
@@ -65,6 +66,7 @@ class ServiceApp(FastAPI):
             endpoint = self.sockets.get(scope["path"])
             if endpoint is not None:
                 scope["app"] = self
+                scope[SCOPE_ROUTE] = scope["path"]  # for the access log
                 await endpoint(WebSocket(scope, receive, send))
                 return
         await super().__call__(scope, receive, send)
