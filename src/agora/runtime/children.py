@@ -112,11 +112,12 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def answers(self) -> bool:
+        """Up and not saying "not ready" (an instance's /readyz answers 503 until it is)."""
         try:
-            httpx.get(self.probe_url, timeout=1)
+            response = httpx.get(self.probe_url, timeout=2)
         except httpx.TransportError:
             return False
-        return True
+        return response.status_code != 503
 
     def signal(self, number: int) -> None:
         if self.process is not None and self.process.poll() is None:

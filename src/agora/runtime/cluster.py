@@ -4,7 +4,7 @@ N `agora serve SERVICE` processes per service on the real backends named by the
 environment (AGORA_DATABASE_URL, AGORA_REDIS_URL, AGORA_AMQP_URL), behind one nginx on
 deploy/nginx/agora.conf rendered with their addresses (runtime/nginx.py, the renderer the
 gateway tests use too). In order: `agora db upgrade`; every instance at once, each
-waited for until it answers HTTP; then nginx, and the gateway's URL is printed.
+waited for until it is ready (`/readyz`); then nginx, and the gateway's URL is printed.
 
 Nothing is restarted. A child that dies while the cluster starts stops everything
 (exit 1). One that dies later is reported, and the others keep serving, as in a real
@@ -165,7 +165,7 @@ class Cluster:
             env["AGORA_USERS_GRPC_TARGET"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in auth)
         name = f"{service}.{number}"
         command = self.agora("serve", service, "--host", "127.0.0.1", "--port", str(port))
-        url = f"http://127.0.0.1:{port}/"
+        url = f"http://127.0.0.1:{port}/readyz"
         return Instance(name, command, env, self.output, url, service=service, port=port,
                         grpc_port=grpc_port)  # fmt: skip
 
