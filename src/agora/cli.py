@@ -83,6 +83,9 @@ def migrate_embedded(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    # The environment as it is first: the worker processes read it without the options,
+    # and a bad AGORA_PORT is a mistake even when --port hides it here.
+    settings_from_environment()
     checked = settings_from_environment(**overrides)
     if args.workers > 1 and not checked.redis_url:
         # The embedded cache, bus and pub/sub live inside one process: with several
@@ -203,7 +206,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     root.add_argument("--version", action="version", version=f"agora {__version__}")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = root.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -232,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
 
     users = commands.add_parser(
         "users", help="manage accounts", description="Manage accounts."
-    ).add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    ).add_subparsers(dest="users_command", required=True, metavar="COMMAND", help="what to do")
     create = users.add_parser(
         "create",
         help="create an account (password prompted, or read from stdin)",
@@ -246,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser(
         "db", help="database schema", description="Database schema."
-    ).add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    ).add_subparsers(dest="db_command", required=True, metavar="COMMAND", help="what to do")
     db.add_parser(
         "upgrade",
         help="migrate the database to this version's schema",
@@ -256,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser(
         "keys", help="token signing keys", description="Token signing keys."
-    ).add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    ).add_subparsers(dest="keys_command", required=True, metavar="COMMAND", help="what to do")
     rotate = keys.add_parser(
         "rotate",
         help="make a new signing key; older keys keep verifying",

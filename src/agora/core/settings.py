@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -23,6 +23,8 @@ log = logging.getLogger("agora.settings")
 
 MIN_SECRET_BYTES = 32
 # The async drivers the engine runs on, and the extra that brings each one.
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS = get_args(LogLevel)
 DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "postgres"}
 
 
@@ -33,7 +35,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_level: LogLevel = "INFO"
 
     # Persistence and transports; empty means the embedded backend.
     database_url: str = ""
@@ -204,7 +206,11 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        if value.upper() not in LOG_LEVELS:  # refused here, to show the value as written
+            raise ValueError(f"should be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("database_url")
     @classmethod

@@ -108,6 +108,7 @@ def unknown_variables(
     otherwise), with the closest known name."""
     known = {variable(field) for field in model.model_fields}
     ignored = known | set(also_known)
+    fields = sorted(name.removeprefix(PREFIX) for name in known)
     warnings = []
     for name in sorted(environ):
         if not name.startswith(PREFIX) or name in ignored:
@@ -115,7 +116,8 @@ def unknown_variables(
         # The test suite's and benchmarks' own variables, not Agora's settings.
         if name.startswith(("AGORA_TEST_", "AGORA_BENCH_")) or name == "AGORA_REQUIRE_SERVICES":
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        guess = f"; did you mean {close[0]}?" if close else "; see README's settings table"
+        # Compared without the prefix, which every name shares and would make any two alike.
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), fields, n=1, cutoff=0.6)
+        guess = f"; did you mean {PREFIX}{close[0]}?" if close else "; see README's settings table"
         warnings.append(f"{name} is not a setting Agora knows, it is ignored{guess}")
     return warnings
