@@ -22,6 +22,9 @@ log = logging.getLogger("agora.startup")
 # connections and unknown hosts are OSError; authentication, a missing database and the
 # like come wrapped by SQLAlchemy.
 UNREACHABLE = (OSError, DBAPIError)
+# A database that does not answer (a dropped packet, not a refusal) is given up on after
+# this long here: the process starts, and readiness reports the database.
+SCHEMA_CHECK_SECONDS = 10.0
 
 
 class DatabaseRefused(Exception):
@@ -64,8 +67,8 @@ def require_current_schema(url: str) -> None:
     reached now is not refused here: it is a backend being down, not a mistake to fix
     before starting (readiness reports it, and the schema, once it answers)."""
     try:
-        current, applied = asyncio.run(_read(url))
-    except UNREACHABLE as error:
+        current, applied = asyncio.run(asyncio.wait_for(_read(url), SCHEMA_CHECK_SECONDS))
+    except UNREACHABLE as error:  # TimeoutError included
         log.warning("schema not checked: %s", unreachable(url, error))
         return
     if current:
