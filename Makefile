@@ -7,27 +7,40 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Stamps: what each target needs is installed once. `make run` needs Agora and its
+# dependencies only; tests, lint and benchmarks need the dev extra (which includes them).
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 # gRPC stubs: generated from protos/ into the git-ignored src/agora/grpc_gen (by the editable
-# install too; this target regenerates them when a .proto changes). A wheel ships its own,
-# generated while it is built (setup.py): .ci/wheel-check builds one and serves from it.
+# install too, which is how `make run` gets them; this target regenerates them with the dev
+# tools when a .proto changes). A wheel ships its own, generated while it is built
+# (setup.py): .ci/wheel-check builds one and serves from it.
 GRPC   := src/agora/grpc_gen/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test test-fast lint bench install clean
+.PHONY: run test test-fast lint bench install install-run clean
 
-$(STAMP): pyproject.toml setup.py
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# A .proto change reinstalls: the editable install regenerates the stubs.
+$(RUN_STAMP): pyproject.toml setup.py $(PROTOS) | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
 
 $(GRPC): $(STAMP) $(PROTOS)
 	$(BIN)/python -m agora.grpc.build
 
 install: $(STAMP) $(GRPC)
 
-run: $(STAMP) $(GRPC)
+install-run: $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/agora db upgrade
 	$(BIN)/agora serve
 

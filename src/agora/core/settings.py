@@ -6,19 +6,26 @@ nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import secrets
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 log = logging.getLogger("agora.settings")
 
 MIN_SECRET_BYTES = 32
+# The async drivers the engine runs on, and the extra that brings each one.
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS = get_args(LogLevel)
+DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "postgres"}
 
 
 class Settings(BaseSettings):
@@ -28,7 +35,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     # /metrics (Prometheus) on the main port: on in dev and test, off in prod unless set.
     metrics_enabled: bool | None = None
     # Unset: console lines for dev on a terminal, JSON otherwise (agora.core.logs).
@@ -202,7 +209,49 @@ class Settings(BaseSettings):
             raise ValueError("AGORA_LOGIN_BLOCK_MEMORY must be >= AGORA_LOGIN_BLOCK_MAX_SECONDS")
         return self
 
-    @field_validator("notify_url", "media_url")
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.upper() not in LOG_LEVELS:  # refused here, to show the value as written
+            raise ValueError(f"should be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str) -> str:
+        if not url:
+            return url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError("is not a database URL") from None
+        if parsed.drivername not in DATABASE_DRIVERS:
+            raise ValueError(f"must use one of the drivers {', '.join(DATABASE_DRIVERS)}")
+        if importlib.util.find_spec(parsed.get_driver_name()) is None:
+            extra = DATABASE_DRIVERS[parsed.drivername]
+            raise ValueError(f"needs {parsed.get_driver_name()}: pip install 'agora[{extra}]'")
+        return url
+
+    @field_validator("redis_url", "amqp_url")
+    @classmethod
+    def _check_broker_url(cls, url: str, info: ValidationInfo) -> str:
+        schemes, module, extra = {
+            "redis_url": (("redis", "rediss", "unix"), "redis", "redis"),
+            "amqp_url": (("amqp", "amqps"), "aio_pika", "amqp"),
+        }[info.field_name or ""]
+        if not url:
+            return url
+        if urlsplit(url).scheme not in schemes or "://" not in url:
+            raise ValueError(
+                f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            )
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"needs {module}: pip install 'agora[{extra}]'")
+        return url
+
+    @field_validator("notify_url", "media_url", "jwks_url")
     @classmethod
     def _check_service_url(cls, url: str, info: ValidationInfo) -> str:
         if url and urlsplit(url).scheme not in ("http", "https"):
@@ -287,7 +336,12 @@ def load_settings(**overrides: object) -> Settings:
     In dev without AGORA_JWT_SECRET, a random secret is generated once and kept in
     AGORA_DATA_DIR so that tokens survive a restart.
     """
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    return with_dev_secret(Settings(**overrides))  # type: ignore[arg-type]
+
+
+def with_dev_secret(settings: Settings) -> Settings:
+    """The dev secret filled in (the file written at the first start); validated settings
+    only, so that nothing is written for a start that is refused."""
     if settings.env != "dev":
         return settings  # the validator has seen to what production needs
     # An empty AGORA_JWT_SECRET (a blank line in an env file) counts as unset: an empty
