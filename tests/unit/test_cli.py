@@ -162,7 +162,8 @@ def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
 
 def test_every_command_and_option_has_help() -> None:
     parsers = list(every_parser(cli.parser()))
-    assert len(parsers) == 9  # agora, serve, users (create), db (upgrade), keys (rotate, show)
+    # agora, serve, check, cluster, users (create), db (upgrade), keys (rotate, show)
+    assert len(parsers) == 11
     for parser in parsers:
         assert parser.description, parser.prog
         for action in parser._actions:

@@ -19,6 +19,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 PREFIX = "AGORA_"
 # Examples for settings whose default (empty, None) shows nothing worth copying.
 EXAMPLES = {
+    "log_format": "json",
+    "metrics_enabled": "true",
     "database_url": "postgresql+asyncpg://agora:PASSWORD@db.example.com:5432/agora",
     "redis_url": "redis://127.0.0.1:6379/0",
     "amqp_url": "amqp://agora:PASSWORD@127.0.0.1:5672/",
