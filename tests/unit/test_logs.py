@@ -136,3 +136,26 @@ def test_configured_handler_redacts_every_logger(monkeypatch: pytest.MonkeyPatch
     line = json.loads(stream.getvalue())
     assert line["logger"] == "uvicorn.error"
     assert line["message"] == '"WebSocket /ws?ticket=[redacted]" 403'
+
+
+def test_uvicorns_loggers_are_ours_whatever_configured_them_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An in-process uvicorn (`Config(log_level=...)`) leaves its loggers at its own level:
+    configuring ours takes them back, so their lines are neither lost nor double."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.setLevel(logging.WARNING)
+    uvicorn_error.addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json")
+        uvicorn_error.info("Started server process [%d]", 42)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["Started server process [42]"]
+    assert uvicorn_error.handlers == [] and uvicorn_error.propagate

@@ -185,9 +185,14 @@ def configure_logging(
     root.setLevel(level.upper())
     # uvicorn's own loggers have no handler of their own (`log_config=None`): they
     # propagate here. Its access log is replaced by `agora.access` (web.access_log).
+    # Ours whatever configured them before (uvicorn's default dictConfig sets their
+    # levels and handlers and disables loggers it does not name).
     for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.disabled = False
+        logger.setLevel(logging.NOTSET)
     logging.getLogger("uvicorn.access").disabled = True
 
 
