@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from agora.core.background import cancel_and_wait, every
+from agora.core.background import Periodic, cancel_and_wait, every
 
 
 async def test_a_task_that_swallows_one_cancel_still_stops() -> None:
@@ -65,3 +65,24 @@ async def test_every_keeps_going_after_a_failing_round() -> None:
         await asyncio.sleep(0.01)
     await cancel_and_wait(task)
     assert rounds >= 3 and task.cancelled()
+
+
+async def test_periodic_jobs_are_alive_together_and_stop_together() -> None:
+    rounds: list[str] = []
+
+    async def tick() -> None:
+        rounds.append("tick")
+
+    periodic = Periodic()
+    assert not periodic.alive  # nothing started
+    periodic.start((0.01, tick, "tick"), (0.01, tick, "tock"))
+    await asyncio.sleep(0.05)
+    assert periodic.alive and rounds
+    periodic._tasks[1].cancel()  # one job ends: the group is no longer alive
+    await asyncio.sleep(0)
+    assert not periodic.alive
+    await periodic.stop()
+    assert not periodic.alive
+    count = len(rounds)
+    await asyncio.sleep(0.03)
+    assert len(rounds) == count  # nothing runs after stop

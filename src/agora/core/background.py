@@ -49,3 +49,25 @@ def every(interval: float, job: Callable[[], Awaitable[None]], name: str) -> asy
                 log.exception("periodic job %s failed", name)
 
     return asyncio.create_task(loop(), name=name)
+
+
+class Periodic:
+    """Periodic jobs that start, report alive and stop together (a presence tracker's
+    refresh and recheck)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, *jobs: tuple[float, Callable[[], Awaitable[None]], str]) -> None:
+        """Each job as (interval, job, name), run by `every`."""
+        self._tasks = [every(interval, job, name) for interval, job, name in jobs]
+
+    @property
+    def alive(self) -> bool:
+        """Every job still runs (readiness: "workers")."""
+        return running(*self._tasks)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []

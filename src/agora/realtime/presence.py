@@ -15,13 +15,12 @@ users of a crashed instance, whose entries simply expire.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
 import orjson
 
-from agora.core.background import cancel_and_wait, every, running
+from agora.core.background import Periodic
 from agora.ports.presence import Presence
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
@@ -63,27 +62,25 @@ class PresenceTracker:
         self.watcher_frame = watcher_frame
         self.watchers: dict[str, set[Connection]] = {}
         self.known: dict[str, bool] = {}  # last state forwarded, per watched user
-        self._tasks: list[asyncio.Task[None]] = []
+        self._periodic = Periodic()
 
     def channel(self, user_id: str) -> str:
         return self.prefix + user_id
 
     async def start(self) -> None:
         self.router.route(self.prefix, self._on_event)
-        self._tasks = [
-            every(self.ttl / 3, self.refresh, "presence-refresh"),
-            every(self.recheck_interval, self.recheck, "presence-recheck"),
-        ]
+        self._periodic.start(
+            (self.ttl / 3, self.refresh, "presence-refresh"),
+            (self.recheck_interval, self.recheck, "presence-recheck"),
+        )
 
     @property
     def alive(self) -> bool:
         """Both periodic tasks (refresh and recheck) run."""
-        return running(*self._tasks)
+        return self._periodic.alive
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks = []
+        await self._periodic.stop()
         self.router.unroute(self.prefix, self._on_event)
 
     # --- this instance's devices -------------------------------------------------------

@@ -20,12 +20,11 @@ TTL/3 it refreshes the entries of its own sockets.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agora.core.background import cancel_and_wait, every, running
+from agora.core.background import Periodic
 from agora.ports.presence import Presence
 from agora.realtime.connection import Connection
 from agora.realtime.rooms import Rooms
@@ -55,7 +54,7 @@ class RoomPresence:
         # Topic -> {user: present} from events that came while its first local socket was
         # asking the port: they are newer than that answer.
         self._early: dict[str, dict[str, bool]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._periodic = Periodic()
 
     @staticmethod
     def key(topic: str, user_id: str) -> str:
@@ -64,20 +63,18 @@ class RoomPresence:
     async def start(self) -> None:
         self.rooms.on(KIND, self._on_event)
         self.rooms.on("members", self._on_members)
-        self._tasks = [
-            every(self.ttl / 3, self.refresh, "room-refresh"),
-            every(self.recheck_interval, self.recheck, "room-recheck"),
-        ]
+        self._periodic.start(
+            (self.ttl / 3, self.refresh, "room-refresh"),
+            (self.recheck_interval, self.recheck, "room-recheck"),
+        )
 
     @property
     def alive(self) -> bool:
         """Both periodic tasks (refresh and recheck) run."""
-        return running(*self._tasks)
+        return self._periodic.alive
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks = []
+        await self._periodic.stop()
 
     # --- this instance's sockets -----------------------------------------------------------
 
