@@ -36,7 +36,7 @@ from tests.e2e.messaging_deployment import (
     send_rest,
 )
 from tests.e2e.processes import bearer, wait_until
-from tests.support.messaging_client import Device, Frame
+from tests.support.messaging_client import Device, Frame, diff, presence
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -116,33 +116,33 @@ async def test_two_users_two_devices_each_see_everything(
             joined = await a.join(a.user_topic)
             assert joined == {"conversations": {}, "unread": {conversation: 0}}, joined
             state = await a.expect("presence_state", topic=a.user_topic)
-            assert state["payload"] == {"online": []}  # bob has no device yet
+            assert state["payload"] == presence()  # bob has no device yet
 
         b1 = await opened(bob, deployed.instance_ws(INSTANCES[0]), "bob-1")
         # bob's first device anywhere: alice's devices see him come online.
         for a in (a1, a2):
-            diff = await a.expect("presence_diff", topic=a.user_topic)
-            assert diff["payload"] == {"joins": [bob.id], "leaves": []}
+            changed = await a.expect("presence_diff", topic=a.user_topic)
+            assert changed["payload"] == diff(joins=[bob.id])
         b2 = await opened(bob, deployed.instance_ws(INSTANCES[1]), "bob-2")
         for b in (b1, b2):
             await b.join(b.user_topic)
             state = await b.expect("presence_state", topic=b.user_topic)
-            assert state["payload"] == {"online": [alice.id]}
+            assert state["payload"] == presence(alice.id)
         everyone = [a1, a2, b1, b2]
 
         # Presence in the conversation: per user, whichever device and instance.
         for d, present in ((a1, [alice.id]), (a2, [alice.id])):
             catchup = await d.join(topic)
             assert catchup["recovered"] is True and catchup["messages"] == [], catchup
-            assert (await d.expect("presence_state", topic=topic))["payload"] == {"online": present}
+            assert (await d.expect("presence_state", topic=topic))["payload"] == presence(*present)
         await b1.join(topic)
         both = sorted([alice.id, bob.id])
-        assert (await b1.expect("presence_state", topic=topic))["payload"] == {"online": both}
+        assert (await b1.expect("presence_state", topic=topic))["payload"] == presence(*both)
         for a in (a1, a2):
-            diff = await a.expect("presence_diff", topic=topic)
-            assert diff["payload"] == {"joins": [bob.id], "leaves": []}
+            changed = await a.expect("presence_diff", topic=topic)
+            assert changed["payload"] == diff(joins=[bob.id])
         await b2.join(topic)
-        assert (await b2.expect("presence_state", topic=topic))["payload"] == {"online": both}
+        assert (await b2.expect("presence_state", topic=topic))["payload"] == presence(*both)
 
         # A message over the socket (alice, on whichever instance nginx chose).
         sent = await a1.request(
@@ -247,7 +247,7 @@ async def test_two_users_two_devices_each_see_everything(
         for a in (a1, a2):
             for where in (topic, a.user_topic):  # the conversation's and the user's
                 left = await a.expect("presence_diff", topic=where)
-                assert left["payload"] == {"joins": [], "leaves": [bob.id]}
+                assert left["payload"] == diff(leaves=[bob.id])
         await asyncio.gather(*(a.expect_none("presence_diff", within=0.3) for a in (a1, a2)))
         await a1.close()
         await a2.close()

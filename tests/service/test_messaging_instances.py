@@ -24,7 +24,7 @@ from tests.service.messaging_sockets import (
     topic,
 )
 from tests.service.social_harness import Client, two_instances
-from tests.support.messaging_client import Device
+from tests.support.messaging_client import Device, diff, presence
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -111,11 +111,11 @@ async def test_typing_and_presence_cross_instances(pair: Pair) -> None:
     bob_b = await open_device(bob, pair.b)
     await bob_b.join(conv)
     state = await bob_b.expect("presence_state", topic=conv)
-    assert state["payload"] == {"online": sorted([alice.user_id, bob.user_id])}
-    diff = await alice_a.expect("presence_diff", topic=conv)
-    assert diff["payload"] == {"joins": [bob.user_id], "leaves": []}
+    assert state["payload"] == presence(alice.user_id, bob.user_id)
+    changed = await alice_a.expect("presence_diff", topic=conv)
+    assert changed["payload"] == diff(joins=[bob.user_id])
     contacts = await alice_a.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert contacts["payload"] == {"joins": [bob.user_id], "leaves": []}
+    assert contacts["payload"] == diff(joins=[bob.user_id])
     bob_a = await joined_device(bob, conversation_id, base_url=pair.a)  # no new join
     alice_b = await joined_device(alice, conversation_id, base_url=pair.b)
 
@@ -133,7 +133,7 @@ async def test_typing_and_presence_cross_instances(pair: Pair) -> None:
     await alice_a.expect_none("presence_diff", topic=conv, within=0.3)  # bob_a is still in
     await bob_a.close()
     left = await alice_b.expect("presence_diff", topic=conv)
-    assert left["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    assert left["payload"] == diff(leaves=[bob.user_id])
     assert (await alice_a.expect("presence_diff", topic=conv))["payload"] == left["payload"]
     await alice_a.close()
     await alice_b.close()

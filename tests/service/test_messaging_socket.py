@@ -25,11 +25,11 @@ from tests.service.messaging_sockets import (
 )
 from tests.service.social_harness import (
     Server,
-    closed_with,
     receive,
     send,
     start,
 )
+from tests.support.messaging_client import Device, diff, handshake_refusal, presence
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,24 +58,61 @@ async def test_welcome_is_a_phoenix_push(server: Server) -> None:
     await device.close()
 
 
-async def test_refusals_are_the_social_sockets(server: Server) -> None:
+async def test_refusals_are_http_answers_to_the_handshake(server: Server) -> None:
+    """As a Phoenix server refuses `connect`: no upgrade, a 403 saying why (docs/messaging.md
+    §3.1); the ticket refusals are audited as before."""
     alice = await server.user()
     url = ws_base(server.base_url) + SOCKET_PATH
-    async with connect(url) as ws:
-        assert await receive(ws) == {"type": "error", "message": "Token required"}
-        assert (await closed_with(ws))[0] == 4400
-    async with connect(f"{url}?token={alice.token}") as ws:  # an access token, not a ticket
-        assert await receive(ws) == {"type": "error", "message": "Invalid token type"}
-        assert (await closed_with(ws))[0] == 4403
-    # One ticket opens one socket, social or messaging.
+    assert await handshake_refusal(url) == (403, {"error": "Token required", "code": 4400})
+    # an access token, not a ticket
+    assert await handshake_refusal(f"{url}?token={alice.token}") == (
+        403,
+        {"error": "Invalid token type", "code": 4403},
+    )
+    # A vsn this server does not speak: refused before the ticket, which stays good.
     ticket = await alice.ticket()
+    assert await handshake_refusal(f"{url}?token={ticket}&vsn=3.0.0") == (
+        403,
+        {"error": "Unsupported vsn", "code": 4400},
+    )
+    # One ticket opens one socket, social or messaging.
     social = await connect(ws_base(server.base_url) + f"/social/api/socials/ws?token={ticket}")
     assert (await receive(social))["type"] == "connected"
-    async with connect(f"{url}?token={ticket}") as ws:
-        assert await receive(ws) == {"type": "error", "message": "Token already used"}
-        assert (await closed_with(ws))[0] == 4409
+    assert await handshake_refusal(f"{url}?token={ticket}") == (
+        403,
+        {"error": "Token already used", "code": 4409},
+    )
     await social.close()
     assert await server.audit_events("messaging.ticket_reused")
+    refused = await server.audit_events("messaging.ticket_refused")
+    assert {e["reason"] for e in refused} >= {"missing", "wrong_type"}
+    assert [e["reason"] for e in await server.audit_events("messaging.handshake_refused")] == [
+        "unsupported_vsn"
+    ]
+
+
+async def test_refused_handshakes_never_lock_out_the_next_valid_ticket(tmp_path: Path) -> None:
+    """Only sockets that open count against the connections per IP: a client retrying
+    with its burned ticket is refused each time, and its next good ticket opens."""
+    settings = messaging_settings(tmp_path).model_copy(update={"messaging_connections_per_ip": 3})
+    async with start(settings) as server:
+        alice = await server.user()
+        url = ws_base(server.base_url) + SOCKET_PATH
+        burned = await alice.ticket()
+        await (await Device.open(ws_base(server.base_url), burned, "first")).close()
+        for _ in range(10):
+            status, body = await handshake_refusal(f"{url}?token={burned}")
+            assert (status, body["code"]) == (403, 4409)
+        device = await open_device(alice)  # the 2nd socket opened from this address
+        await device.close()
+        await (await open_device(alice)).close()  # the 3rd
+        # The 4th is over the limit: refused (429), and the address is blocked...
+        status, body = await handshake_refusal(f"{url}?token={await alice.ticket()}")
+        assert (status, body) == (429, {"error": "Too many connections", "code": 4429})
+        # ... before its ticket is even looked at: that ticket stays good for later.
+        spared = await alice.ticket()
+        assert (await handshake_refusal(f"{url}?token={spared}"))[0] == 429
+        assert await server.audit_events("messaging.rate_limited")
 
 
 # --- frames and replies ------------------------------------------------------------------------
@@ -297,30 +334,30 @@ async def test_presence_in_a_conversation_and_of_contacts(server: Server) -> Non
     alice_phone = await open_device(alice)
     await alice_phone.join(f"user:{alice.user_id}")
     contacts = await alice_phone.expect("presence_state", topic=f"user:{alice.user_id}")
-    assert contacts["payload"] == {"online": []}
+    assert contacts["payload"] == presence()
     await alice_phone.join(conv)
     state = await alice_phone.expect("presence_state", topic=conv)
-    assert state["payload"] == {"online": [alice.user_id]}
+    assert state["payload"] == presence(alice.user_id)
 
     bob_phone = await open_device(bob)  # connected: online for alice's user topic
     joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert joined["payload"] == {"joins": [bob.user_id], "leaves": []}
+    assert joined["payload"] == diff(joins=[bob.user_id])
     await bob_phone.join(conv)
-    assert (await bob_phone.expect("presence_state", topic=conv))["payload"] == {
-        "online": sorted([alice.user_id, bob.user_id])
-    }
-    diff = await alice_phone.expect("presence_diff", topic=conv)
-    assert diff["payload"] == {"joins": [bob.user_id], "leaves": []}
+    assert (await bob_phone.expect("presence_state", topic=conv))["payload"] == presence(
+        *sorted([alice.user_id, bob.user_id])
+    )
+    changed = await alice_phone.expect("presence_diff", topic=conv)
+    assert changed["payload"] == diff(joins=[bob.user_id])
     bob_laptop = await open_device(bob)
     await bob_laptop.join(conv)  # a second device: no diff
     await bob_phone.leave(conv)
     await alice_phone.expect_none("presence_diff", topic=conv, within=0.3)
     await bob_laptop.close()
-    diff = await alice_phone.expect("presence_diff", topic=conv)
-    assert diff["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    changed = await alice_phone.expect("presence_diff", topic=conv)
+    assert changed["payload"] == diff(leaves=[bob.user_id])
     await bob_phone.close()
     left = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert left["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    assert left["payload"] == diff(leaves=[bob.user_id])
     await alice_phone.close()
 
 
@@ -329,23 +366,23 @@ async def test_a_new_contact_is_followed_without_joining_again(server: Server) -
     alice_phone = await open_device(alice)
     await alice_phone.join(f"user:{alice.user_id}")
     contacts = await alice_phone.expect("presence_state", topic=f"user:{alice.user_id}")
-    assert contacts["payload"] == {"online": []}  # no conversation yet: no contacts
+    assert contacts["payload"] == presence()  # no conversation yet: no contacts
     bob_phone = await open_device(bob)  # online, but not a contact of alice's yet
     await alice_phone.expect_none("presence_diff", topic=f"user:{alice.user_id}", within=0.3)
 
     await direct(alice, bob)  # bob becomes a contact: online already, so a join
     await alice_phone.expect("conversation:updated", topic=f"user:{alice.user_id}")
     joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert joined["payload"] == {"joins": [bob.user_id], "leaves": []}
+    assert joined["payload"] == diff(joins=[bob.user_id])
     await bob_phone.close()
     left = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert left["payload"] == {"joins": [], "leaves": [bob.user_id]}
+    assert left["payload"] == diff(leaves=[bob.user_id])
 
     await direct(alice, carol)  # offline contact: followed, no join until she connects
     await alice_phone.expect("conversation:updated", topic=f"user:{alice.user_id}")
     carol_phone = await open_device(carol)
     joined = await alice_phone.expect("presence_diff", topic=f"user:{alice.user_id}")
-    assert joined["payload"] == {"joins": [carol.user_id], "leaves": []}
+    assert joined["payload"] == diff(joins=[carol.user_id])
     await carol_phone.close()
     await alice_phone.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 SOCKET_PATH = "/socket/websocket"
 WAIT_SECONDS = 5.0
@@ -214,3 +214,27 @@ def _matches(frame: Frame, event: str, topic: str | None, where: Match | None) -
     if topic is not None and frame.get("topic") != topic:
         return False
     return where is None or where(frame)
+
+
+# --- Phoenix's shapes ----------------------------------------------------------------------------
+
+
+def presence(*user_ids: str) -> dict[str, Any]:
+    """A `presence_state` payload (Phoenix.Presence's shape) listing these users."""
+    return {user_id: {"metas": [{"phx_ref": user_id}]} for user_id in user_ids}
+
+
+def diff(
+    joins: tuple[str, ...] | list[str] = (), leaves: tuple[str, ...] | list[str] = ()
+) -> Frame:
+    """A `presence_diff` payload: these users joined, these left."""
+    return {"joins": presence(*joins), "leaves": presence(*leaves)}
+
+
+async def handshake_refusal(url: str) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of a socket refused at its handshake (no upgrade)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, open_timeout=WAIT_SECONDS, proxy=None):
+            pass
+    response = refused.value.response
+    return response.status_code, orjson.loads(response.body or b"{}")

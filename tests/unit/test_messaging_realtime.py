@@ -207,8 +207,9 @@ async def exit_(tracker: RoomPresence, conn: Connection) -> None:
 
 
 def diffs(conn: Connection) -> list[tuple[list[str], list[str]]]:
+    """Who each presence_diff says joined and left (its entries' keys, in Phoenix's shape)."""
     return [
-        (f["payload"]["joins"], f["payload"]["leaves"])
+        (sorted(f["payload"]["joins"]), sorted(f["payload"]["leaves"]))
         for f in frames(conn)
         if f["event"] == "presence_diff"
     ]
@@ -331,7 +332,7 @@ async def test_user_presence_frames_are_built_per_watching_user(router: ChannelR
             {
                 "topic": f"user:{who}",
                 "event": "presence_diff",
-                "payload": {"joins": ["b"], "leaves": []},
+                "payload": {"joins": {"b": {"metas": [{"phx_ref": "b"}]}}, "leaves": {}},
                 "ref": None,
             }
         ]

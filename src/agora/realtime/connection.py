@@ -194,8 +194,12 @@ class Connection:
             async with asyncio.timeout(self.close_grace):
                 if self._writer is not None:  # it stops before its next frame
                     await asyncio.wait({self._writer})
-                await self.ws.send_text(error_frame(self.closing.message))
+                await self.ws.send_text(self.closing_frame(self.closing.message))
                 await self.ws.close(self.closing.code, self.closing.message)
+
+    def closing_frame(self, message: str) -> str:
+        """The frame that says why we close (a protocol may shape it its own way)."""
+        return error_frame(message)
 
     async def stop_writer(self) -> None:
         writer = self._writer

@@ -1,7 +1,15 @@
 """The life of one socket, whatever its frames mean.
 
-    accept -> connections per IP -> ticket -> welcome -> hub + presence -> read loop
-    -> cleanup (hub, presence leave, unwatch, timers), always, however it ended
+    address blocked? -> protocol options -> ticket -> count the open per IP -> welcome
+    -> hub + presence -> read loop -> cleanup (hub, presence leave, unwatch, timers),
+    always, however it ended
+
+Only sockets that open count against the connections per IP: a client retrying with a
+stale ticket is refused every time, but never locks its address out of the next valid
+ticket. Refusals are answered as the service's clients expect: social (seed 003) accepts
+the socket, sends an error frame and closes with the code (`codes`); messaging, as a
+Phoenix server refusing `connect`, answers the HTTP handshake itself (403, 429, 503) so
+that a client such as phoenix.js never sees an open socket and backs off by itself.
 
 A service subclasses `SocketEndpoint` with `welcome` and `on_frame` (social's in
 `services/social/socket.py`). Every frame a client sends counts against the user's
@@ -21,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agora.core.audit import Audit
@@ -33,6 +42,7 @@ from agora.realtime.codes import (
     SLOW_CONSUMER,
     TOO_MANY_CONNECTIONS,
     TOO_MANY_MESSAGES,
+    TRY_AGAIN_LATER,
     CloseReason,
 )
 from agora.realtime.connection import Connection, error_frame
@@ -44,6 +54,18 @@ from agora.realtime.tickets import Ticket, TicketRefused, TicketService
 log = logging.getLogger("agora.realtime.endpoint")
 
 INTERNAL_ERROR = "Internal error"
+
+# The HTTP status of a refusal at the handshake; any other refusal is 403, as Phoenix's.
+HANDSHAKE_STATUS = {TOO_MANY_CONNECTIONS.code: 429, TRY_AGAIN_LATER.code: 503}
+
+
+class Refused(Exception):
+    """The socket is refused before its ticket is looked at (`negotiate`)."""
+
+    def __init__(self, close: CloseReason, reason: str) -> None:
+        super().__init__(close.message)
+        self.close = close
+        self.reason = reason  # for the audit trail
 
 
 class SocketEndpoint:
@@ -76,6 +98,15 @@ class SocketEndpoint:
 
     # --- what a service defines ------------------------------------------------------------
 
+    # True: refusals are HTTP answers to the handshake; False: error frame + close code.
+    refuse_at_handshake = False
+    connection_class: type[Connection] = Connection
+
+    def negotiate(self, ws: WebSocket) -> dict[str, Any]:
+        """The protocol options the handshake asks for (`connection_class`'s extra
+        arguments); raises Refused. Checked before the ticket, which stays unburned."""
+        return {}
+
     def welcome(self, conn: Connection) -> str:
         raise NotImplementedError
 
@@ -91,13 +122,17 @@ class SocketEndpoint:
     async def handle(self, ws: WebSocket) -> None:
         """The ASGI WebSocket route."""
         ip = ws.client.host if ws.client else None
-        await ws.accept()
-        if ip is not None:
-            verdict = await self.connect_limiter.hit(ip)
-            if not verdict.allowed:
-                await self._audit_limit(verdict, "connections", ip=ip)
-                await self._refuse(ws, TOO_MANY_CONNECTIONS)
-                return
+        if not self.refuse_at_handshake:
+            await ws.accept()
+        if ip is not None and await self.connect_limiter.blocked_for(ip) > 0:
+            await self._refuse(ws, TOO_MANY_CONNECTIONS)
+            return
+        try:
+            options = self.negotiate(ws)
+        except Refused as refused:
+            await self.audit.record(f"{self.name}.handshake_refused", reason=refused.reason, ip=ip)
+            await self._refuse(ws, refused.close)
+            return
         try:
             ticket = await self.tickets.redeem(ws.query_params.get("token"))
         except TicketRefused as refused:
@@ -112,8 +147,16 @@ class SocketEndpoint:
             )
             await self._refuse(ws, refused.close)
             return
+        if ip is not None:  # counted once the ticket is good: refusals lock nobody out
+            verdict = await self.connect_limiter.hit(ip)
+            if not verdict.allowed:
+                await self._audit_limit(verdict, "connections", ip=ip)
+                await self._refuse(ws, TOO_MANY_CONNECTIONS)
+                return
+        if self.refuse_at_handshake:
+            await ws.accept()
         ws.scope[SCOPE_USER_ID] = ticket.user_id  # for the access log
-        conn = Connection(
+        conn = self.connection_class(
             ws,
             user_id=ticket.user_id,
             login=ticket.login,
@@ -122,12 +165,26 @@ class SocketEndpoint:
             ip=ip,
             max_queued_bytes=self.max_queued_bytes,
             close_grace=self.close_grace,
+            **options,
         )
         await self._run(conn, ticket)
 
     async def _refuse(self, ws: WebSocket, reason: CloseReason) -> None:
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            if self.refuse_at_handshake:
+                await self._deny(ws, reason)
+                return
             await ws.send_text(error_frame(reason.message))
+            await ws.close(reason.code, reason.message)
+
+    @staticmethod
+    async def _deny(ws: WebSocket, reason: CloseReason) -> None:
+        """An HTTP answer instead of the upgrade, its body saying why."""
+        status = HANDSHAKE_STATUS.get(reason.code, 403)
+        body = {"error": reason.message, "code": reason.code}
+        try:
+            await ws.send_denial_response(JSONResponse(body, status))
+        except RuntimeError:  # a server without the denial extension: a bare 403
             await ws.close(reason.code, reason.message)
 
     async def _run(self, conn: Connection, ticket: Ticket) -> None:

@@ -13,7 +13,9 @@ means. Topics:
   methods as REST, with the same validation.
 
 Every request gets a `phx_reply` with its `ref`, errors included; a frame that cannot be
-read gets an error reply too, and the socket stays open.
+read gets an error reply too, and the socket stays open. Frames are Phoenix's 2.0.0
+arrays or 1.0.0 objects, as the `vsn` query parameter asks (`serializer`); a refused
+ticket is an HTTP answer to the handshake (403), as a Phoenix server refuses `connect`.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from starlette.websockets import WebSocket
+
 from agora.core.errors import AgoraError, Forbidden, Invalid, NotFound, ServiceUnavailable
 from agora.core.metrics import SOCKET_JOINS
 from agora.ports.presence import PresenceUnavailable
 from agora.ports.pubsub import PubSubUnavailable
+from agora.realtime.codes import CloseReason
 from agora.realtime.connection import Connection
-from agora.realtime.endpoint import SocketEndpoint
+from agora.realtime.endpoint import Refused, SocketEndpoint
 from agora.realtime.rooms import Rooms
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor
@@ -42,17 +47,24 @@ from agora.services.messaging.socket.protocol import (
     bad_frame,
     failed,
     ok,
-    parse,
+    presence_state,
     push,
     reply,
 )
 from agora.services.messaging.socket.room_presence import RoomPresence
+from agora.services.messaging.socket.serializer import (
+    PhoenixConnection,
+    UnsupportedVersion,
+    version_of,
+)
 from agora.services.messaging.socket.sync import Sync
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
 
 log = logging.getLogger("agora.messaging.socket")
 
 Handler = Callable[[Connection, str, dict[str, Any]], Any]
+
+UNSUPPORTED_VSN = CloseReason(4400, "Unsupported vsn")
 
 
 def given(payload: dict[str, Any], name: str) -> Any:
@@ -61,7 +73,15 @@ def given(payload: dict[str, Any], name: str) -> Any:
     return payload.get(name)
 
 
+def phoenix(conn: Connection) -> PhoenixConnection:
+    assert isinstance(conn, PhoenixConnection)  # every messaging socket is one
+    return conn
+
+
 class MessagingSocket(SocketEndpoint):
+    refuse_at_handshake = True
+    connection_class = PhoenixConnection
+
     def __init__(
         self,
         *,
@@ -111,28 +131,32 @@ class MessagingSocket(SocketEndpoint):
             {"user_id": conn.user_id, "login": conn.login, "message": WELCOME},
         )
 
-    async def on_frame(self, conn: Connection, text: str) -> None:
+    def negotiate(self, ws: WebSocket) -> dict[str, Any]:
         try:
-            request = parse(text)
+            return {"vsn": version_of(ws.query_params.get("vsn"))}
+        except UnsupportedVersion:
+            raise Refused(UNSUPPORTED_VSN, "unsupported_vsn") from None
+
+    async def on_frame(self, conn: Connection, text: str) -> None:
+        socket = phoenix(conn)
+        try:
+            request = socket.parse(text)
         except BadFrame as error:
-            conn.send(bad_frame(error))
+            socket.answer(bad_frame(error), error.join_ref)
             return
         try:
             response = await self._dispatch(conn, request)
         except AgoraError as error:
-            conn.send(failed(request, error))
+            socket.answer(failed(request, error), request.join_ref)
         except (PubSubUnavailable, PresenceUnavailable):
-            conn.send(failed(request, ServiceUnavailable("Try again later")))
+            socket.answer(failed(request, ServiceUnavailable("Try again later")), request.join_ref)
         except Exception:  # a bug: this request fails, the socket goes on
             log.exception("%s on %s failed for user %s", request.event, request.topic, conn.user_id)
-            conn.send(
-                reply(
-                    request.topic, request.ref, "error", {"reason": "Internal error", "status": 500}
-                )
-            )
+            internal = {"reason": "Internal error", "status": 500}
+            socket.answer(reply(request.topic, request.ref, "error", internal), request.join_ref)
         else:
             if response is not None:  # joins send their reply themselves
-                conn.send(ok(request, response))
+                socket.answer(ok(request, response), request.join_ref)
 
     async def _dispatch(self, conn: Connection, request: Request) -> dict[str, Any] | None:
         kind, _, name = request.topic.partition(":")
@@ -160,6 +184,7 @@ class MessagingSocket(SocketEndpoint):
         if request.event == "phx_leave":
             self.fanout.leave(conn)
             await self.presence.unwatch(conn, tuple(conn.watching))
+            phoenix(conn).join_refs.pop(request.topic, None)
             return {}
         raise BadRequest("Unknown event")
 
@@ -173,8 +198,10 @@ class MessagingSocket(SocketEndpoint):
         except BaseException:
             self.fanout.leave(conn)
             raise
-        conn.send(ok(request, response))
-        conn.send(push(request.topic, "presence_state", {"online": sorted(online)}))
+        socket = phoenix(conn)
+        socket.join_refs[request.topic] = request.join_ref  # its pushes carry it from now on
+        socket.answer(ok(request, response), request.join_ref)
+        conn.send(presence_state(request.topic, online))
         self.fanout.release(conn)
         self._user_joins.inc()
 
@@ -222,8 +249,10 @@ class MessagingSocket(SocketEndpoint):
             if joined:
                 await self._leave_conversation(conn, topic)
             raise
-        conn.send(ok(request, catchup.to_json()))
-        conn.send(push(topic, "presence_state", {"online": sorted(online)}))
+        socket = phoenix(conn)
+        socket.join_refs[topic] = request.join_ref  # its pushes carry it from now on
+        socket.answer(ok(request, catchup.to_json()), request.join_ref)
+        conn.send(presence_state(topic, online))
         self.rooms.release(topic, conn)
         self._conversation_joins.inc()
 
@@ -236,6 +265,7 @@ class MessagingSocket(SocketEndpoint):
         finally:
             await self.rooms.leave(topic, conn)
             self.room_presence.forget(topic)
+            phoenix(conn).join_refs.pop(topic, None)
 
     async def _send(
         self, conn: Connection, conversation_id: str, payload: dict[str, Any]
@@ -304,8 +334,10 @@ class MessagingSocket(SocketEndpoint):
                 self.sync.spawn(self._removed(conn, topic))
 
     async def _removed(self, conn: Connection, topic: str) -> None:
+        join_ref = phoenix(conn).join_refs.get(topic)
         await self._leave_conversation(conn, topic)
-        conn.send(push(topic, "phx_close", {"reason": "removed"}))
+        # Sent as the join's own: phoenix.js drops a frame naming another join.
+        phoenix(conn).answer(push(topic, "phx_close", {"reason": "removed"}), join_ref)
 
     async def on_close(self, conn: Connection) -> None:
         # Stop its typing, take it out of its topics' presence and rooms, and its pushes.

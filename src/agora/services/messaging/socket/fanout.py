@@ -28,7 +28,7 @@ from agora.realtime.connection import Connection
 from agora.realtime.hub import Hub
 from agora.realtime.presence import PresenceTracker
 from agora.realtime.rooms import Held, Rooms
-from agora.services.messaging.socket.protocol import push, push_serialized
+from agora.services.messaging.socket.protocol import presence_diff, push_serialized
 
 log = logging.getLogger("agora.messaging.events")
 
@@ -176,6 +176,4 @@ class MessagingFanout:
             return
         joins = sorted(user for user in users if user in online)
         if joins and conn in self.joined:
-            conn.send(
-                push(user_topic(conn.user_id), "presence_diff", {"joins": joins, "leaves": []})
-            )
+            conn.send(presence_diff(user_topic(conn.user_id), joins, ()))

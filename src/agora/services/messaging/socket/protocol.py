@@ -1,4 +1,7 @@
-"""The messaging socket's frames: Phoenix-style JSON objects (docs/messaging.md §3).
+"""The messaging socket's frames, as Phoenix Channels has them (docs/messaging.md §3).
+
+Built here in the 1.0.0 (object) shape; `serializer` sends them as 2.0.0 arrays
+(`[join_ref, ref, topic, event, payload]`) to the sockets that asked for it.
 
     client  {"topic": "conversation:7", "event": "message:send", "payload": {...}, "ref": "12"}
     reply   {"topic": "conversation:7", "event": "phx_reply",
@@ -11,6 +14,7 @@ status of the same refusal), `fields` for a 422 and `retry_after` for a 429.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,7 @@ class Request:
     event: str
     payload: dict[str, Any]
     ref: Ref
+    join_ref: Ref = None  # 2.0.0 (and phoenix.js's 1.0.0) frames name their join
 
 
 class BadRequest(AgoraError):
@@ -44,14 +49,17 @@ class BadRequest(AgoraError):
 class BadFrame(Exception):
     """A frame that cannot be read as a request: an error reply (400), the socket stays."""
 
-    def __init__(self, message: str, topic: str = SYSTEM_TOPIC, ref: Ref = None) -> None:
+    def __init__(
+        self, message: str, topic: str = SYSTEM_TOPIC, ref: Ref = None, join_ref: Ref = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.topic = topic
         self.ref = ref
+        self.join_ref = join_ref
 
 
-def _ref_of(value: object) -> Ref:
+def ref_of(value: object) -> Ref:
     if isinstance(value, bool):
         return None
     if isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_REF_CHARS):
@@ -66,21 +74,35 @@ def parse(text: str) -> Request:
         raise BadFrame("Invalid JSON") from None
     if not isinstance(frame, dict):
         raise BadFrame("A frame is a JSON object")
-    ref = _ref_of(frame.get("ref"))
-    if ref is None and frame.get("ref") is not None:
-        raise BadFrame(f"ref must be a string of at most {MAX_REF_CHARS} characters or a number")
-    topic = frame.get("topic")
+    return request_of(
+        frame.get("topic"),
+        frame.get("event"),
+        frame.get("payload"),
+        frame.get("ref"),
+        frame.get("join_ref"),
+    )
+
+
+def request_of(
+    topic: object, event: object, payload: object, ref: object, join_ref: object
+) -> Request:
+    """A request from a frame's fields, whichever serializer read them."""
+    bad_ref = f"ref must be a string of at most {MAX_REF_CHARS} characters or a number"
+    checked_ref = ref_of(ref)
+    if checked_ref is None and ref is not None:
+        raise BadFrame(bad_ref)
+    checked_join_ref = ref_of(join_ref)
+    if checked_join_ref is None and join_ref is not None:
+        raise BadFrame("join_" + bad_ref, ref=checked_ref)
     if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC_CHARS:
-        raise BadFrame("Invalid topic", ref=ref)
-    event = frame.get("event")
+        raise BadFrame("Invalid topic", ref=checked_ref, join_ref=checked_join_ref)
     if not isinstance(event, str) or not 0 < len(event) <= MAX_EVENT_CHARS:
-        raise BadFrame("Invalid event", topic, ref)
-    payload = frame.get("payload")
+        raise BadFrame("Invalid event", topic, checked_ref, checked_join_ref)
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
-        raise BadFrame("payload must be an object", topic, ref)
-    return Request(topic, event, payload, ref)
+        raise BadFrame("payload must be an object", topic, checked_ref, checked_join_ref)
+    return Request(topic, event, payload, checked_ref, checked_join_ref)
 
 
 def push(topic: str, event: str, payload: dict[str, Any]) -> str:
@@ -130,3 +152,26 @@ def failed(request: Request, error: AgoraError) -> str:
 
 def bad_frame(error: BadFrame) -> str:
     return reply(error.topic, error.ref, "error", {"reason": error.message, "status": 400})
+
+
+# --- presence, in Phoenix.Presence's shape -----------------------------------------------------
+# phoenix.js `Presence` keeps `{key: {metas: [...]}}` and matches leaves to joins by each
+# meta's `phx_ref`. Presence here is per user (present while any device is), so each user
+# has one meta, whose `phx_ref` is the user id: a leave always names the meta its join
+# made, on every instance, and a repeated join replaces it instead of adding one.
+
+
+def presence_entries(user_ids: Iterable[str]) -> dict[str, Any]:
+    return {user_id: {"metas": [{"phx_ref": user_id}]} for user_id in sorted(user_ids)}
+
+
+def presence_state(topic: str, online: Iterable[str]) -> str:
+    return push(topic, "presence_state", presence_entries(online))
+
+
+def presence_diff(topic: str, joins: Iterable[str], leaves: Iterable[str]) -> str:
+    return push(
+        topic,
+        "presence_diff",
+        {"joins": presence_entries(joins), "leaves": presence_entries(leaves)},
+    )

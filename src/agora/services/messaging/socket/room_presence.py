@@ -9,9 +9,9 @@ their last leaves, whichever instances they are on. Those transitions are room e
 only what changes what it last told them (`known`):
 
     {"topic": "conversation:7", "event": "presence_diff",
-     "payload": {"joins": ["42"], "leaves": []}, "ref": null}
+     "payload": {"joins": {"42": {"metas": [{"phx_ref": "42"}]}}, "leaves": {}}, "ref": null}
 
-A joining socket gets `presence_state` `{"online": [...]}` (asked of the port after it
+A joining socket gets `presence_state` `{"42": {"metas": [...]}, ...}` (asked of the port after it
 joined, itself included), then the diffs that came after it subscribed. Every
 `recheck_interval` each instance asks the port about its topics' members and sends
 what no event said (the users of a crashed instance, whose entries expire); every
@@ -28,7 +28,7 @@ from agora.core.background import Periodic
 from agora.ports.presence import Presence
 from agora.realtime.connection import Connection
 from agora.realtime.rooms import Rooms
-from agora.services.messaging.socket.protocol import push
+from agora.services.messaging.socket.protocol import presence_diff, presence_state
 
 log = logging.getLogger("agora.messaging.presence")
 
@@ -36,11 +36,11 @@ KIND = "presence"
 
 
 def diff_frame(topic: str, joins: Iterable[str], leaves: Iterable[str]) -> str:
-    return push(topic, "presence_diff", {"joins": sorted(joins), "leaves": sorted(leaves)})
+    return presence_diff(topic, joins, leaves)
 
 
 def state_frame(topic: str, online: Iterable[str]) -> str:
-    return push(topic, "presence_state", {"online": sorted(online)})
+    return presence_state(topic, online)
 
 
 class RoomPresence:

@@ -30,7 +30,7 @@ from agora.security.tokens import TokenService
 from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.socket.endpoint import MessagingSocket
 from agora.services.messaging.socket.fanout import MessagingFanout, user_topic
-from agora.services.messaging.socket.protocol import push
+from agora.services.messaging.socket.protocol import presence_diff
 from agora.services.messaging.socket.room_presence import RoomPresence
 from agora.services.messaging.socket.typing_indicators import TypingIndicators
 
@@ -52,11 +52,9 @@ class MessagingRealtime:
 
 def user_presence_frame(kind: str, user_id: str, watcher_id: str) -> str:
     """Per-user presence on the watcher's `user:<id>` topic, shaped as conversation diffs."""
-    change = [user_id]
-    return push(
-        user_topic(watcher_id),
-        "presence_diff",
-        {"joins": change if kind == "join" else [], "leaves": change if kind == "leave" else []},
+    change = (user_id,)
+    return presence_diff(
+        user_topic(watcher_id), change if kind == "join" else (), change if kind == "leave" else ()
     )
 
 

@@ -1,0 +1,133 @@
+"""Phoenix's two JSON serializers, chosen per socket by the `vsn` query parameter.
+
+    vsn=2.0.0  [join_ref, ref, topic, event, payload]        (phoenix.js's default)
+    vsn=1.0.0  {"topic", "event", "payload", "ref"}          (also when vsn is absent,
+                                                              as a Phoenix server does)
+
+The socket's code builds every frame in the 1.0.0 shape (`protocol.push`, `reply`,
+and the fan-out's frames, serialized once for every device of a user). A 2.0.0 socket
+re-encodes each frame as it is queued (`PhoenixConnection.send`): replies carry the
+join_ref of the request they answer, pushes the join_ref of the topic's current join
+(phoenix.js drops a push whose join_ref is not its channel's: it is from an earlier
+join). As in Phoenix, 1.0.0 frames never carry a join_ref.
+
+A frame the fan-out serialized once is parsed once for all the 2.0.0 devices it is
+queued on (`_parsed` remembers the last one): only the join_ref differs between them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from agora.realtime.connection import Connection, error_frame
+from agora.services.messaging.socket.protocol import (
+    SYSTEM_TOPIC,
+    BadFrame,
+    Ref,
+    Request,
+    parse,
+    request_of,
+)
+
+V1 = "1.0.0"
+V2 = "2.0.0"
+SUPPORTED = {"1.0": V1, "2.0": V2}  # Phoenix accepts "~> 1.0.0" / "~> 2.0.0"
+
+
+class UnsupportedVersion(Exception):
+    """A `vsn` this server does not speak: the handshake is refused (403, as Phoenix)."""
+
+
+def version_of(vsn: str | None) -> str:
+    """The serializer version a `vsn` query parameter asks for (absent: 1.0.0)."""
+    if vsn is None:
+        return V1
+    major_minor = ".".join(vsn.split(".")[:2])
+    version = SUPPORTED.get(major_minor)
+    if version is None or not all(part.isdigit() for part in vsn.split(".")):
+        raise UnsupportedVersion(vsn)
+    return version
+
+
+def parse_v2(text: str) -> Request:
+    """A 2.0.0 frame: `[join_ref, ref, topic, event, payload]`."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise BadFrame("Invalid JSON") from None
+    if not isinstance(frame, list) or len(frame) != 5:
+        raise BadFrame("A frame is a JSON array [join_ref, ref, topic, event, payload]")
+    join_ref, ref, topic, event, payload = frame
+    return request_of(topic, event, payload, ref, join_ref)
+
+
+_parsed: tuple[str, dict[str, Any], bytes] | None = None  # the last frame re-encoded
+
+
+def _tail(frame: str) -> tuple[dict[str, Any], bytes]:
+    """A 1.0.0 frame as its fields, and `ref, topic, event, payload]` serialized."""
+    global _parsed
+    if _parsed is not None and _parsed[0] is frame:
+        return _parsed[1], _parsed[2]
+    fields = orjson.loads(frame)
+    if "topic" not in fields:  # the endpoint's `{"type": "error", "message"}`
+        fields = {
+            "topic": SYSTEM_TOPIC,
+            "event": "error",
+            "payload": {"message": fields.get("message")},
+            "ref": None,
+        }
+    body = orjson.dumps([fields["ref"], fields["topic"], fields["event"], fields["payload"]])
+    _parsed = (frame, fields, body[1:])
+    return fields, body[1:]
+
+
+def to_v2(frame: str, join_ref: Ref) -> str:
+    _, tail = _tail(frame)
+    return f"[{orjson.dumps(join_ref).decode()},{tail.decode()}"
+
+
+class PhoenixConnection(Connection):
+    """A messaging socket: its serializer, and the join_ref of each topic it joined."""
+
+    __slots__ = ("join_refs", "vsn")
+
+    def __init__(self, *args: Any, vsn: str = V1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.vsn = vsn
+        self.join_refs: dict[str, Ref] = {}
+
+    @property
+    def v2(self) -> bool:
+        return self.vsn == V2
+
+    def parse(self, text: str) -> Request:
+        return parse_v2(text) if self.v2 else parse(text)
+
+    def send(self, frame: str) -> bool:
+        if self.v2:
+            fields, _ = _tail(frame)
+            frame = to_v2(frame, self.join_refs.get(fields["topic"]))
+        return super().send(frame)
+
+    def answer(self, frame: str, join_ref: Ref) -> bool:
+        """Queue `frame`, a reply to a request that carried `join_ref` (2.0.0 echoes it:
+        the reply to a join, failed or not, belongs to that join)."""
+        return super().send(to_v2(frame, join_ref) if self.v2 else frame)
+
+    def closing_frame(self, message: str) -> str:
+        frame = error_frame(message)
+        return to_v2(frame, None) if self.v2 else frame
+
+
+__all__ = [
+    "V1",
+    "V2",
+    "PhoenixConnection",
+    "UnsupportedVersion",
+    "parse_v2",
+    "to_v2",
+    "version_of",
+]
