@@ -1,0 +1,202 @@
+"""The real phoenix.js (npm `phoenix`, under Node, with the `ws` package as its transport)
+against the real `agora serve` (issue 10 §1, docs/messaging.md §3): both serializers,
+Presence with two devices per user, a message reaching the other user's `user:` channel,
+reconnects with fresh tickets and an exact catch-up, and a client stuck with a spent
+ticket backing off without locking its address out. The scenarios are in
+tests/js/phoenix_client.mjs; each prints one JSON result that the tests check here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.agora_command import Server, agora_env
+from tests.support.services import service_unavailable
+from tests.support.users import PASSWORD, unique_login
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "js" / "phoenix_client.mjs"
+STALE_SECONDS = 10
+
+
+@dataclass
+class User:
+    id: str
+    token: str
+
+
+def node() -> str:
+    path = shutil.which("node")
+    if path is None:
+        service_unavailable("node", FileNotFoundError("node"))
+    for package in ("phoenix", "ws"):
+        if not (ROOT / "node_modules" / package / "package.json").exists():
+            service_unavailable(
+                "npm packages", FileNotFoundError(f"node_modules/{package}: run npm ci")
+            )
+    assert path is not None
+    return path
+
+
+def run_scenario(scenario: str, config: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    done = subprocess.run(
+        [node(), str(SCRIPT), scenario],
+        input=json.dumps(config),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, f"{scenario} failed:\n{done.stderr}\n{done.stdout}"
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def new_user(http: httpx.Client) -> User:
+    login = unique_login("phx")
+    created = http.post(
+        "/auth/api/register",
+        json={"login": login, "password": PASSWORD, "email": f"{login}@example.com", "name": login},
+    )
+    assert created.status_code == 201, created.text
+    response = http.post("/auth/api/login", json={"login": login, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return User(str(created.json()["id"]), response.json()["token"])
+
+
+def direct(http: httpx.Client, alice: User, bob: User) -> str:
+    response = http.post(
+        "/api/v1/conversations",
+        json={"kind": "direct", "user_id": bob.id},
+        headers={"Authorization": f"Bearer {alice.token}"},
+    )
+    assert response.status_code in (200, 201), response.text
+    conversation_id: str = response.json()["id"]
+    return conversation_id
+
+
+def config(server: Server, *users: User, **extra: Any) -> dict[str, Any]:
+    return {
+        "base_url": server.base_url,
+        "users": [{"id": user.id, "token": user.token} for user in users],
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    node()
+    data_dir = tmp_path_factory.mktemp("agora-phoenix")
+    running = Server(data_dir, agora_env(data_dir)).start()
+    try:
+        yield running
+    finally:
+        running.stop_cleanly()
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        yield client
+
+
+@pytest.mark.parametrize("vsn", ["2.0.0", "1.0.0"])
+def test_a_message_reaches_the_other_users_channel(
+    server: Server, http: httpx.Client, vsn: str
+) -> None:
+    alice, bob = new_user(http), new_user(http)
+    conversation_id = direct(http, alice, bob)
+    result = run_scenario(
+        "chat", config(server, alice, bob, conversation_id=conversation_id, vsn=vsn), 60
+    )
+    assert result["sent"]["text"] == f"hello over {vsn}"
+    assert [m["id"] for m in result["received"]] == [result["sent"]["id"]]
+    assert result["heartbeat"]["payload"] == {"status": "ok", "response": {}}
+    bob_frames = result["frames"]["bob"]
+    pushes = [f for f in bob_frames if f["event"] == "message:new"]
+    replies = [
+        f for f in bob_frames if f["event"] == "phx_reply" and f["topic"].startswith("user:")
+    ]
+    if vsn == "2.0.0":
+        # Replies carry the join's join_ref, and so do the pushes of the joined topic.
+        assert {f["join_ref"] for f in replies} == {result["bob_join_ref"]}
+        assert {f["join_ref"] for f in pushes} == {result["bob_join_ref"]}
+        state = next(f for f in bob_frames if f["event"] == "presence_state")
+        assert state["join_ref"] == result["bob_join_ref"]
+    else:  # 1.0.0 objects, as Phoenix's V1 serializer: no join_ref at all
+        assert all("join_ref" not in f for f in bob_frames), bob_frames
+
+
+def test_presence_with_two_devices_per_user(server: Server, http: httpx.Client) -> None:
+    alice, bob = new_user(http), new_user(http)
+    conversation_id = direct(http, alice, bob)
+    result = run_scenario(
+        "presence", config(server, alice, bob, conversation_id=conversation_id), 90
+    )
+    labels = [step["label"] for step in result["steps"]]
+    assert labels == [
+        "alice alone",
+        "bob's phone",
+        "bob's laptop too",
+        "bob's phone gone",
+        "bob gone",
+    ]
+    # Each of alice's devices saw bob join once and leave once, whatever his devices did.
+    for device in ("alice_phone", "alice_laptop"):
+        assert result["events"][device]["user"] == {"joins": [bob.id], "leaves": [bob.id]}
+        conversation = result["events"][device]["conversation"]
+        assert conversation["joins"].count(bob.id) == 1
+        assert conversation["leaves"] == [bob.id]
+    both = result["steps"][2]["lists"]
+    assert both["bob_laptop"]["user"] == [f"{alice.id}:1"]
+    assert both["alice_phone"]["conversation"] == sorted([f"{alice.id}:1", f"{bob.id}:1"])
+
+
+def test_reconnect_with_fresh_tickets_catches_up_exactly(
+    server: Server, http: httpx.Client
+) -> None:
+    alice, bob = new_user(http), new_user(http)
+    conversation_id = direct(http, alice, bob)
+    result = run_scenario(
+        "reconnect", config(server, alice, bob, conversation_id=conversation_id), 60
+    )
+    assert result["opens"] >= 2
+    tickets = result["tickets"]
+    # Every open used a ticket of its own (a refused attempt may reuse the last one).
+    assert len(set(tickets)) >= 2
+    assert result["recovered"] is True
+    assert result["caught_up"] == [2, 3, 4]  # exactly what was missed
+    assert result["seqs"] == [1, 2, 3, 4, 5]
+
+
+def test_a_stale_ticket_client_backs_off_and_never_locks_its_address_out(
+    tmp_path: Path,
+) -> None:
+    """With 6 openings allowed per IP and minute, a stuck phoenix.js (refused with 403 at
+    each handshake, so its backoff grows) tries a dozen times in 10 s; none of it counts,
+    and a fresh ticket from the same address still connects."""
+    env = agora_env(tmp_path, AGORA_MESSAGING_CONNECTIONS_PER_IP="6")
+    stale_server = Server(tmp_path, env).start()
+    try:
+        with httpx.Client(base_url=stale_server.base_url, timeout=10) as http:
+            alice = new_user(http)
+        result = run_scenario(
+            "stale", config(stale_server, alice, seconds=STALE_SECONDS), STALE_SECONDS + 40
+        )
+    finally:
+        stale_server.stop_cleanly()
+    # phoenix.js's backoff: 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms.
+    assert 5 <= result["attempts"] <= 15, result
+    assert result["errors"] >= result["attempts"] - 1
+    assert result["fresh_connected"] is True
