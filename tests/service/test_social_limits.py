@@ -101,6 +101,36 @@ async def test_connections_per_ip_are_limited(tmp_path: Path) -> None:
             await ws.close()
 
 
+async def test_a_retry_loop_of_refused_tickets_never_locks_the_address_out(
+    tmp_path: Path,
+) -> None:
+    """Only sockets that open count (issue 10 §1): a client looping on its spent ticket,
+    as fast as it can, gets the seed's frame and code each time, and its next valid
+    ticket still opens; the refusals stay audited."""
+    settings = social_settings(tmp_path, social_connections_per_ip=3)
+    async with start(settings) as server:
+        alice = await server.user()
+        spent = await alice.ticket()
+        first = await open_socket(server.base_url, spent)
+        assert (await receive(first))["type"] == "connected"
+        await first.close()
+        for _ in range(20):
+            assert await refusal(server.base_url, spent) == (
+                {"type": "error", "message": "Token already used"},
+                4409,
+            )
+        for _ in range(5):
+            assert await refusal(server.base_url, "not-a-ticket") == (
+                {"type": "error", "message": "Invalid or expired token"},
+                4401,
+            )
+        ws = await alice.socket()  # past its welcome frame
+        await ws.close()
+        assert len(await server.audit_events("social.ticket_reused")) == 20
+        assert len(await server.audit_events("social.ticket_refused")) == 5
+        assert await server.audit_events("social.rate_limited") == []
+
+
 async def test_slow_reader_is_disconnected_and_memory_stays_bounded(tmp_path: Path) -> None:
     limit = 64 * 1024
     settings = social_settings(
