@@ -8,8 +8,11 @@ tests/js/phoenix_client.mjs; each prints one JSON result that the tests check he
 from __future__ import annotations
 
 import json
+import os
+import selectors
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,3 +203,55 @@ def test_a_stale_ticket_client_backs_off_and_never_locks_its_address_out(
     assert 5 <= result["attempts"] <= 15, result
     assert result["errors"] >= result["attempts"] - 1
     assert result["fresh_connected"] is True
+
+
+def doc_example() -> str:
+    """The phoenix.js example of docs/messaging.md §3.4, as a reader copies it."""
+    text = (ROOT / "docs" / "messaging.md").read_text()
+    after = text.split("<!-- phoenix-example:", 1)[1]
+    return after.split("```js\n", 1)[1].split("```", 1)[0]
+
+
+def read_lines_until(process: subprocess.Popen[str], want: str, seconds: float) -> list[str]:
+    """The example's output lines up to the first holding `want`."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=0.2):
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if want in line:
+                return lines
+    pytest.fail(f"the example never printed {want!r}; it printed {lines}")
+
+
+def test_the_documented_phoenix_example_runs(
+    server: Server, http: httpx.Client, tmp_path: Path
+) -> None:
+    alice, bob = new_user(http), new_user(http)
+    conversation_id = direct(http, alice, bob)
+    (tmp_path / "node_modules").symlink_to(ROOT / "node_modules")
+    script = tmp_path / "example.mjs"
+    script.write_text(doc_example())
+    env = {**os.environ, "AGORA_URL": server.base_url, "AGORA_TOKEN": alice.token}
+    process = subprocess.Popen(
+        [node(), str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        read_lines_until(process, '"online"', 20)  # joined: Presence synced
+        sent = http.post(
+            f"/api/v1/conversations/{conversation_id}/messages",
+            json={"client_id": "doc-1", "text": "from the docs"},
+            headers={"Authorization": f"Bearer {bob.token}"},
+        )
+        assert sent.status_code == 201, sent.text
+        read_lines_until(process, "from the docs", 20)
+    finally:
+        process.kill()
+        process.wait()
