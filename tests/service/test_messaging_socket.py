@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 from websockets.asyncio.client import connect
 
@@ -116,6 +117,38 @@ async def test_refused_handshakes_never_lock_out_the_next_valid_ticket(tmp_path:
 
 
 # --- frames and replies ------------------------------------------------------------------------
+
+
+async def test_vsn_2_0_0_speaks_arrays_with_join_refs(server: Server) -> None:
+    """Phoenix's V2 serializer, raw (phoenix.js itself in tests/e2e/test_phoenix_client.py)."""
+    alice = await server.user()
+    url = ws_base(server.base_url) + f"{SOCKET_PATH}?token={await alice.ticket()}&vsn=2.0.0"
+    async with connect(url) as ws:
+        welcome = orjson.loads(await ws.recv())
+        assert welcome[:4] == [None, None, "phoenix", "connected"]
+        await ws.send('{"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "1"}')
+        refused = orjson.loads(await ws.recv())
+        assert refused[:4] == [None, None, "phoenix", "phx_reply"]
+        assert refused[4]["response"]["reason"].startswith("A frame is a JSON array")
+        await ws.send(orjson.dumps([None, "2", "phoenix", "heartbeat", {}]).decode())
+        assert orjson.loads(await ws.recv()) == [
+            None,
+            "2",
+            "phoenix",
+            "phx_reply",
+            {"status": "ok", "response": {}},
+        ]
+        user_topic = f"user:{alice.user_id}"
+        await ws.send(orjson.dumps(["J1", "3", user_topic, "phx_join", {}]).decode())
+        reply = orjson.loads(await ws.recv())
+        assert reply[:4] == ["J1", "3", user_topic, "phx_reply"]
+        assert reply[4]["status"] == "ok"
+        assert orjson.loads(await ws.recv()) == ["J1", None, user_topic, "presence_state", {}]
+        # A reply to a request of another join carries that request's join_ref.
+        await ws.send(orjson.dumps(["J0", "4", "user:nobody", "phx_join", {}]).decode())
+        other = orjson.loads(await ws.recv())
+        assert other[:4] == ["J0", "4", "user:nobody", "phx_reply"]
+        assert other[4]["response"]["status"] == 403
 
 
 async def test_every_reply_carries_its_ref(server: Server) -> None:
