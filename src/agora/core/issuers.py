@@ -102,9 +102,8 @@ def check_trusted_issuers(
             raise ValueError(f"AGORA_TRUSTED_ISSUERS: {entry.issuer!r} is listed twice")
         seen.add(entry.issuer)
         length = len(entry.secret_bytes())
-        if min_secret_bytes is not None and entry.secret is not None:
-            if length < min_secret_bytes:
-                raise ValueError(
-                    f"AGORA_TRUSTED_ISSUERS: the secret of {entry.issuer!r} is {length} bytes; "
-                    f"at least {min_secret_bytes} are needed outside dev"
-                )
+        if min_secret_bytes is not None and entry.secret is not None and length < min_secret_bytes:
+            raise ValueError(
+                f"AGORA_TRUSTED_ISSUERS: the secret of {entry.issuer!r} is {length} bytes; "
+                f"at least {min_secret_bytes} are needed outside dev"
+            )
