@@ -1,10 +1,12 @@
-"""`token_required` for the platform's Flask services: the same checks as Agora's own guard.
+"""`token_required` for the platform's Flask services: the same checks as Agora's own guard,
+revocation included (docs/flask.md).
 
     from agora.contrib.flask import init_app, token_required
 
     app = Flask(__name__)
     app.config["AGORA_JWT_SECRET"] = os.environ["AGORA_JWT_SECRET"]
-    init_app(app)               # optional: done on the first protected request otherwise
+    app.config["AGORA_AUTH_URL"] = "http://auth.internal:8080"   # sees logout
+    init_app(app)               # at start: a bad config fails here, not on a request
 
     @app.get("/api/things")
     @token_required
@@ -13,7 +15,9 @@
 
 The token is read from `Authorization: Bearer`, then the `auth_token` cookie, then
 `jwt_token`, and verified by `agora.security.tokens.TokenService` (signature, algorithm
-allow-list, exp/nbf/iss/aud/typ). Any refusal is 401 JSON `{"error": ...}` with
+allow-list, exp/nbf/iss/aud/typ; AGORA_JWKS_URL keys and AGORA_TRUSTED_ISSUERS peers as
+in Agora), then asked to the auth service's introspection endpoint (cached
+AGORA_INTROSPECTION_CACHE_SECONDS) unless AGORA_REVOCATION_CHECK is False. Any refusal is 401 JSON `{"error": ...}` with
 `WWW-Authenticate: Bearer`. As in Agora's own guard, a state-changing request that
 rides on the cookie must carry the double-submit `X-CSRF-Token` (else 403).
 Flask is an optional extra: `pip install 'agora[flask]'`.
@@ -24,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import inspect
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -33,54 +39,170 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("agora.contrib.flask needs Flask: pip install 'agora[flask]'") from exc
 
+from pydantic import TypeAdapter, ValidationError
+
+from agora.contrib.introspection import Introspection, RevocationUnavailable
 from agora.core.audit import Audit
+from agora.core.issuers import TrustedIssuer, check_trusted_issuers
 from agora.core.settings import MIN_SECRET_BYTES
+from agora.security.client_secrets import derived_client_secret
+from agora.security.jwks import JwksSource
+from agora.security.keys import KeySet
+from agora.security.peers import PeerIssuers
 from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 from agora.web.cookies import AUTH_COOKIE, CSRF_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import CSRF_HEADER, SAFE_METHODS, csrf_token_for
 
 EXTENSION = "agora.tokens"
 WWW_AUTHENTICATE = 'Bearer realm="agora", error="invalid_token"'
+OFF = ("0", "false", "no", "off")
 
 RevocationCheck = Callable[[Identity], bool]
 View = TypeVar("View", bound=Callable[..., Any])
 
 
+def _number(config: Mapping[str, Any], name: str, default: float) -> float:
+    return float(config.get(name, default))
+
+
 def tokens_from_config(config: Mapping[str, Any]) -> TokenService:
-    """A TokenService from `AGORA_*` keys of a Flask config, named as the settings are."""
-    secret = config.get("AGORA_JWT_SECRET")
-    if not secret or len(str(secret).encode()) < MIN_SECRET_BYTES:
+    """A TokenService from `AGORA_*` keys of a Flask config, named as the settings are:
+    AGORA_JWT_SECRET, AGORA_JWKS_URL and/or AGORA_TRUSTED_ISSUERS (at least one)."""
+    secret = str(config.get("AGORA_JWT_SECRET") or "")
+    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
         raise RuntimeError(
-            f"AGORA_JWT_SECRET must be set in the Flask config, at least {MIN_SECRET_BYTES} "
-            "bytes, and the same as the auth service's"
+            f"AGORA_JWT_SECRET in the Flask config is {len(secret.encode())} bytes; at least "
+            f"{MIN_SECRET_BYTES} are needed, and it must be the auth service's"
+        )
+    peers = peers_from_config(config)
+    if not (secret or config.get("AGORA_JWKS_URL") or peers):
+        raise RuntimeError(
+            "the Flask config needs AGORA_JWT_SECRET, AGORA_JWKS_URL or AGORA_TRUSTED_ISSUERS"
         )
     return TokenService(
-        str(secret),
+        KeySet.from_secret(secret) if secret else KeySet([], None),
         issuer=config.get("AGORA_JWT_ISSUER", "agora-auth"),
         audience=config.get("AGORA_JWT_AUDIENCE", "agora"),
         leeway=int(config.get("AGORA_TOKEN_LEEWAY", 30)),
         cache_size=int(config.get("AGORA_VERIFIED_TOKEN_CACHE_SIZE", 10_000)),
+        peers=peers,
     )
+
+
+def peers_from_config(config: Mapping[str, Any]) -> PeerIssuers | None:
+    raw = config.get("AGORA_TRUSTED_ISSUERS") or []
+    try:
+        entries = TypeAdapter(list[TrustedIssuer]).validate_python(
+            json.loads(raw) if isinstance(raw, str) else raw
+        )
+        strong = None if config.get("AGORA_ENV") == "dev" else MIN_SECRET_BYTES
+        check_trusted_issuers(entries, config.get("AGORA_JWT_ISSUER", "agora-auth"), strong)
+    except ValidationError as error:  # its own text would show the input, secrets included
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise RuntimeError(f"AGORA_TRUSTED_ISSUERS in the Flask config: {problems}") from None
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
+    if not entries:
+        return None
+    return PeerIssuers(
+        entries,
+        kid_retry=_number(config, "AGORA_JWKS_REFETCH_INTERVAL", 30.0),
+        min_gap=_number(config, "AGORA_JWKS_MIN_REFETCH_GAP", 2.0),
+    )
+
+
+def jwks_from_config(config: Mapping[str, Any]) -> JwksSource | None:
+    url = config.get("AGORA_JWKS_URL")
+    if not url:
+        return None
+    return JwksSource(
+        str(url),
+        label="the auth service",
+        kid_retry=_number(config, "AGORA_JWKS_REFETCH_INTERVAL", 30.0),
+        min_gap=_number(config, "AGORA_JWKS_MIN_REFETCH_GAP", 2.0),
+    )
+
+
+def introspection_from_config(config: Mapping[str, Any], client_id: str) -> Introspection | None:
+    """AGORA_AUTH_URL: ask the auth service (RFC 7662) whether tokens are still active."""
+    auth_url = config.get("AGORA_AUTH_URL")
+    if not auth_url:
+        return None
+    client = str(config.get("AGORA_INTROSPECTION_CLIENT_ID") or client_id)
+    password = config.get("AGORA_INTROSPECTION_SECRET")
+    if not password and config.get("AGORA_JWT_SECRET"):
+        password = derived_client_secret(str(config["AGORA_JWT_SECRET"]), client)
+    if not password:
+        raise RuntimeError(
+            "AGORA_AUTH_URL needs AGORA_INTROSPECTION_SECRET (or AGORA_JWT_SECRET) in the "
+            "Flask config to call the auth service's introspection endpoint"
+        )
+    cache_seconds = _number(config, "AGORA_INTROSPECTION_CACHE_SECONDS", 2.0)
+    if not 0 <= cache_seconds <= 30:
+        raise RuntimeError("AGORA_INTROSPECTION_CACHE_SECONDS must be between 0 and 30")
+    return Introspection(str(auth_url), client, str(password), cache_seconds=cache_seconds)
 
 
 class FlaskTokenGuard:
     """What one Flask app verifies tokens with; built once per app by `init_app`."""
 
     def __init__(
-        self, tokens: TokenService, audit: Audit, is_revoked: RevocationCheck | None = None
+        self,
+        tokens: TokenService,
+        audit: Audit,
+        is_revoked: RevocationCheck | None = None,
+        *,
+        jwks: JwksSource | None = None,
+        introspection: Introspection | None = None,
     ) -> None:
         self.tokens = tokens
         self.audit = audit
         self.is_revoked = is_revoked
+        self.jwks = jwks
+        self.introspection = introspection
+        self._secret_keys = tokens.keys
         # TokenService's verified-token cache is not thread-safe, and Flask servers
         # (threaded dev server, gunicorn gthread) run views on several threads.
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """First JWKS fetches; a failure is logged and retried on the first unknown kid."""
+        if self.jwks is not None and self.jwks.refresh_sync(force=True):
+            self._install_jwks()
+        if self.tokens.peers is not None:
+            self.tokens.peers.start_sync()
+
+    def _install_jwks(self) -> None:
+        assert self.jwks is not None
+        self.tokens.keys = self.jwks.keys.merged(self._secret_keys)
+
+    def _refresh(self, error: TokenError) -> bool:
+        if error.issuer is not None:
+            peers = self.tokens.peers
+            return peers is not None and peers.refresh_sync(error.issuer, error.kid)
+        if self.jwks is None or not self.jwks.refresh_sync(error.kid):
+            return False
+        self._install_jwks()
+        return True
+
+    def _verify(self, token: str) -> Identity:
+        try:
+            with self._lock:
+                return self.tokens.verify(token)
+        except TokenError as error:
+            # A key we have not seen may have been rotated in: look once, then retry.
+            if error.reason != "unknown_kid" or not self._refresh(error):
+                raise
+        with self._lock:
+            return self.tokens.verify(token)
+
     def authenticate(self, token: str | None) -> Identity:
+        """Signature, claims, then revocation; raises TokenError or RevocationUnavailable."""
         if not token:
             raise MISSING
-        with self._lock:
-            identity = self.tokens.verify(token)
+        identity = self._verify(token)
+        if self.introspection is not None and not self.introspection.is_active(token):
+            raise TokenError("Token revoked", "revoked")
         if self.is_revoked is not None and self.is_revoked(identity):
             raise TokenError("Token revoked", "revoked")
         return identity
@@ -90,6 +212,14 @@ class FlaskTokenGuard:
         response = jsonify(error=error.message)
         response.status_code = 401
         response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+        return response
+
+    def unavailable(self) -> Response:
+        # Fail closed: a token whose revocation cannot be checked is not let through.
+        self._audit("auth.rejected", 503, "revocation_unavailable")
+        response = jsonify(error="Token revocation could not be checked")
+        response.status_code = 503
+        response.headers["Retry-After"] = "2"
         return response
 
     def reject_csrf(self) -> Response:
@@ -110,6 +240,11 @@ class FlaskTokenGuard:
 _init_lock = threading.Lock()
 
 
+def revocation_switched_off(config: Mapping[str, Any]) -> bool:
+    value = config.get("AGORA_REVOCATION_CHECK", True)
+    return value is False or (isinstance(value, str) and value.strip().lower() in OFF)
+
+
 def init_app(
     app: Flask,
     tokens: TokenService | None = None,
@@ -119,12 +254,31 @@ def init_app(
 ) -> FlaskTokenGuard:
     """Attach the guard to `app`; without `tokens`, build them from `app.config`.
 
-    Raises RuntimeError at once when the config has no usable secret, so a
-    misconfigured service fails at start rather than on its first request.
+    Raises RuntimeError at once when the config has no usable key, or no revocation
+    source (AGORA_AUTH_URL, or `is_revoked`) while AGORA_REVOCATION_CHECK is not
+    switched off: a misconfigured service fails at start, not on its first request.
     """
+    config = app.config
+    tokens = tokens or tokens_from_config(config)
+    introspection = None
+    if revocation_switched_off(config):
+        is_revoked = None
+    else:
+        introspection = introspection_from_config(config, app.name)
+        if introspection is None and is_revoked is None:
+            raise RuntimeError(
+                "agora.contrib.flask has no revocation source, so logged-out tokens would "
+                "pass: set AGORA_AUTH_URL (the auth service's base URL), or pass "
+                "is_revoked=, or set AGORA_REVOCATION_CHECK=False to accept that"
+            )
     guard = FlaskTokenGuard(
-        tokens or tokens_from_config(app.config), audit or Audit(app.name), is_revoked
+        tokens,
+        audit or Audit(app.name),
+        is_revoked,
+        jwks=jwks_from_config(config),
+        introspection=introspection,
     )
+    guard.start()
     app.extensions[EXTENSION] = guard
     return guard
 
@@ -158,21 +312,38 @@ def csrf_ok(jti: str) -> bool:
     return bool(sent) and hmac.compare_digest(sent, cookie) and hmac.compare_digest(sent, expected)
 
 
+def _authenticated(guard: FlaskTokenGuard) -> Response | None:
+    """None when the request may go on (the identity is in `g.current_user`), else the
+    refusal to answer."""
+    token, from_cookie = extract_token()
+    try:
+        identity = guard.authenticate(token)
+    except TokenError as error:
+        return guard.reject(error)
+    except RevocationUnavailable:
+        return guard.unavailable()
+    if from_cookie and not csrf_ok(identity.jti):
+        return guard.reject_csrf()
+    g.current_user = identity
+    return None
+
+
 def token_required(view: View) -> View:
-    """Decorator: 401 JSON unless a valid token came (403 for a cookie request without
-    its CSRF token); the identity lands in `g.current_user`."""
+    """Decorator: 401 JSON unless a valid, unrevoked token came (403 for a cookie request
+    without its CSRF token); the identity lands in `g.current_user`.
+
+    `async def` views work without Flask's `async` extra: each runs in an event loop of
+    its own, as Flask's own async support does (contextvars, hence `g` and `request`,
+    are carried into it)."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         guard = guard_of(current_app._get_current_object())  # type: ignore[attr-defined]
-        token, from_cookie = extract_token()
-        try:
-            identity = guard.authenticate(token)
-        except TokenError as error:
-            return guard.reject(error)
-        if from_cookie and not csrf_ok(identity.jti):
-            return guard.reject_csrf()
-        g.current_user = identity
+        refused = _authenticated(guard)
+        if refused is not None:
+            return refused
+        if inspect.iscoroutinefunction(view):
+            return asyncio.run(view(*args, **kwargs))
         return view(*args, **kwargs)
 
     return cast(View, wrapper)

@@ -155,6 +155,11 @@ class PeerIssuers:
         sources = [p.jwks for p in self._by_name.values() if p.jwks is not None]
         await asyncio.gather(*(source.refresh(force=True) for source in sources))
 
+    def start_sync(self) -> None:
+        for peer in self._by_name.values():
+            if peer.jwks is not None:
+                peer.jwks.refresh_sync(force=True)
+
     async def refresh(self, issuer: str | None, kid: str | None) -> bool:
         source = self._jwks(issuer)
         return await source.refresh(kid) if source is not None else False
