@@ -100,9 +100,7 @@ async def test_login_call_logout_refused_within_seconds(tmp_path: Path) -> None:
 
                 async def refused() -> bool:
                     answer = await flask.get("/api/articles", headers=session.bearer)
-                    return answer.status_code == 401 and answer.json() == {
-                        "error": "Token revoked"
-                    }
+                    return answer.status_code == 401 and answer.json() == {"error": "Token revoked"}
 
                 await eventually(refused, timeout=10)
                 assert time.monotonic() - started < 5

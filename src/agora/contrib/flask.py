@@ -17,8 +17,9 @@ The token is read from `Authorization: Bearer`, then the `auth_token` cookie, th
 `jwt_token`, and verified by `agora.security.tokens.TokenService` (signature, algorithm
 allow-list, exp/nbf/iss/aud/typ; AGORA_JWKS_URL keys and AGORA_TRUSTED_ISSUERS peers as
 in Agora), then asked to the auth service's introspection endpoint (cached
-AGORA_INTROSPECTION_CACHE_SECONDS) unless AGORA_REVOCATION_CHECK is False. Any refusal is 401 JSON `{"error": ...}` with
-`WWW-Authenticate: Bearer`. As in Agora's own guard, a state-changing request that
+AGORA_INTROSPECTION_CACHE_SECONDS) unless AGORA_REVOCATION_CHECK is False. Any refusal
+is 401 JSON `{"error": ...}` with `WWW-Authenticate: Bearer` (503 when revocation
+cannot be checked). As in Agora's own guard, a state-changing request that
 rides on the cookie must carry the double-submit `X-CSRF-Token` (else 403).
 Flask is an optional extra: `pip install 'agora[flask]'`.
 """
@@ -26,12 +27,13 @@ Flask is an optional extra: `pip install 'agora[flask]'`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hmac
 import inspect
-import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 try:
@@ -39,108 +41,25 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("agora.contrib.flask needs Flask: pip install 'agora[flask]'") from exc
 
-from pydantic import TypeAdapter, ValidationError
-
+from agora.contrib.flask_config import (
+    introspection_from_config,
+    jwks_from_config,
+    revocation_switched_off,
+    tokens_from_config,
+)
 from agora.contrib.introspection import Introspection, RevocationUnavailable
 from agora.core.audit import Audit
-from agora.core.issuers import TrustedIssuer, check_trusted_issuers
-from agora.core.settings import MIN_SECRET_BYTES
-from agora.security.client_secrets import derived_client_secret
 from agora.security.jwks import JwksSource
-from agora.security.keys import KeySet
-from agora.security.peers import PeerIssuers
 from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 from agora.web.cookies import AUTH_COOKIE, CSRF_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import CSRF_HEADER, SAFE_METHODS, csrf_token_for
 
 EXTENSION = "agora.tokens"
 WWW_AUTHENTICATE = 'Bearer realm="agora", error="invalid_token"'
-OFF = ("0", "false", "no", "off")
 
 RevocationCheck = Callable[[Identity], bool]
 View = TypeVar("View", bound=Callable[..., Any])
-
-
-def _number(config: Mapping[str, Any], name: str, default: float) -> float:
-    return float(config.get(name, default))
-
-
-def tokens_from_config(config: Mapping[str, Any]) -> TokenService:
-    """A TokenService from `AGORA_*` keys of a Flask config, named as the settings are:
-    AGORA_JWT_SECRET, AGORA_JWKS_URL and/or AGORA_TRUSTED_ISSUERS (at least one)."""
-    secret = str(config.get("AGORA_JWT_SECRET") or "")
-    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
-        raise RuntimeError(
-            f"AGORA_JWT_SECRET in the Flask config is {len(secret.encode())} bytes; at least "
-            f"{MIN_SECRET_BYTES} are needed, and it must be the auth service's"
-        )
-    peers = peers_from_config(config)
-    if not (secret or config.get("AGORA_JWKS_URL") or peers):
-        raise RuntimeError(
-            "the Flask config needs AGORA_JWT_SECRET, AGORA_JWKS_URL or AGORA_TRUSTED_ISSUERS"
-        )
-    return TokenService(
-        KeySet.from_secret(secret) if secret else KeySet([], None),
-        issuer=config.get("AGORA_JWT_ISSUER", "agora-auth"),
-        audience=config.get("AGORA_JWT_AUDIENCE", "agora"),
-        leeway=int(config.get("AGORA_TOKEN_LEEWAY", 30)),
-        cache_size=int(config.get("AGORA_VERIFIED_TOKEN_CACHE_SIZE", 10_000)),
-        peers=peers,
-    )
-
-
-def peers_from_config(config: Mapping[str, Any]) -> PeerIssuers | None:
-    raw = config.get("AGORA_TRUSTED_ISSUERS") or []
-    try:
-        entries = TypeAdapter(list[TrustedIssuer]).validate_python(
-            json.loads(raw) if isinstance(raw, str) else raw
-        )
-        strong = None if config.get("AGORA_ENV") == "dev" else MIN_SECRET_BYTES
-        check_trusted_issuers(entries, config.get("AGORA_JWT_ISSUER", "agora-auth"), strong)
-    except ValidationError as error:  # its own text would show the input, secrets included
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise RuntimeError(f"AGORA_TRUSTED_ISSUERS in the Flask config: {problems}") from None
-    except ValueError as error:
-        raise RuntimeError(str(error)) from None
-    if not entries:
-        return None
-    return PeerIssuers(
-        entries,
-        kid_retry=_number(config, "AGORA_JWKS_REFETCH_INTERVAL", 30.0),
-        min_gap=_number(config, "AGORA_JWKS_MIN_REFETCH_GAP", 2.0),
-    )
-
-
-def jwks_from_config(config: Mapping[str, Any]) -> JwksSource | None:
-    url = config.get("AGORA_JWKS_URL")
-    if not url:
-        return None
-    return JwksSource(
-        str(url),
-        label="the auth service",
-        kid_retry=_number(config, "AGORA_JWKS_REFETCH_INTERVAL", 30.0),
-        min_gap=_number(config, "AGORA_JWKS_MIN_REFETCH_GAP", 2.0),
-    )
-
-
-def introspection_from_config(config: Mapping[str, Any], client_id: str) -> Introspection | None:
-    """AGORA_AUTH_URL: ask the auth service (RFC 7662) whether tokens are still active."""
-    auth_url = config.get("AGORA_AUTH_URL")
-    if not auth_url:
-        return None
-    client = str(config.get("AGORA_INTROSPECTION_CLIENT_ID") or client_id)
-    password = config.get("AGORA_INTROSPECTION_SECRET")
-    if not password and config.get("AGORA_JWT_SECRET"):
-        password = derived_client_secret(str(config["AGORA_JWT_SECRET"]), client)
-    if not password:
-        raise RuntimeError(
-            "AGORA_AUTH_URL needs AGORA_INTROSPECTION_SECRET (or AGORA_JWT_SECRET) in the "
-            "Flask config to call the auth service's introspection endpoint"
-        )
-    cache_seconds = _number(config, "AGORA_INTROSPECTION_CACHE_SECONDS", 2.0)
-    if not 0 <= cache_seconds <= 30:
-        raise RuntimeError("AGORA_INTROSPECTION_CACHE_SECONDS must be between 0 and 30")
-    return Introspection(str(auth_url), client, str(password), cache_seconds=cache_seconds)
+T = TypeVar("T")
 
 
 class FlaskTokenGuard:
@@ -229,8 +148,7 @@ class FlaskTokenGuard:
         return response
 
     def _audit(self, event: str, status: int, reason: str) -> None:
-        # A Flask view runs outside any event loop, so the async audit call gets its own.
-        asyncio.run(
+        run_coroutine(
             self.audit.record(
                 event, status=status, reason=reason, path=request.path, ip=request.remote_addr
             )
@@ -240,9 +158,17 @@ class FlaskTokenGuard:
 _init_lock = threading.Lock()
 
 
-def revocation_switched_off(config: Mapping[str, Any]) -> bool:
-    value = config.get("AGORA_REVOCATION_CHECK", True)
-    return value is False or (isinstance(value, str) and value.strip().lower() in OFF)
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end from a Flask view: in an event loop of its own, as
+    Flask's async support does; on a helper thread when this thread already runs a loop
+    (an ASGI bridge, a test). The context (Flask's `g`, `request`) goes along."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()
 
 
 def init_app(
@@ -343,7 +269,7 @@ def token_required(view: View) -> View:
         if refused is not None:
             return refused
         if inspect.iscoroutinefunction(view):
-            return asyncio.run(view(*args, **kwargs))
+            return run_coroutine(view(*args, **kwargs))
         return view(*args, **kwargs)
 
     return cast(View, wrapper)
