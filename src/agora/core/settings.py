@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     # docs/peers.md).
     trusted_issuers: list[TrustedIssuer] = []
     # RFC 7662 introspection (POST /auth/api/introspect, docs/flask.md): callers prove
-    # themselves with HTTP Basic, this secret as the password. Unset: endpoint closed.
+    # themselves with HTTP Basic, this secret (or one derived from jwt_secret) as the
+    # password.
     introspection_secret: SecretStr | None = None
 
     # Cookies: Secure may only be switched off in dev, for plain-http localhost.
