@@ -40,6 +40,15 @@ def test_a_bad_entry_is_refused_clearly(tmp_path: Path, entry: dict[str, Any], s
     assert "weak-secret-xyz" not in str(refused.value)
 
 
+def test_no_error_text_shows_a_secret(tmp_path: Path) -> None:
+    secret = "a-strong-secret-that-must-never-be-printed-0123"
+    entry = {"issuer": "x", "algorithms": ["RS256"], "secret": secret}
+    with pytest.raises(ValidationError) as refused:
+        make_settings(tmp_path, trusted_issuers=[entry])
+    assert "HS256 only" in str(refused.value)
+    assert secret[-12:] not in str(refused.value) and secret[:12] not in str(refused.value)
+
+
 def test_an_issuer_listed_twice_is_refused(tmp_path: Path) -> None:
     entry = {"issuer": "x", "algorithms": ["HS256"], "secret": STRONG}
     with pytest.raises(ValidationError, match="listed twice"):

@@ -42,7 +42,8 @@ def public_key_algorithm(pem: str) -> str:
 
 
 class TrustedIssuer(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never echo the entry: it may hold a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     issuer: str = Field(min_length=1, max_length=512)
     algorithms: list[PeerAlgorithm] = Field(min_length=1)

@@ -31,7 +31,11 @@ DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "post
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+    # Errors never echo input values in their text: some are secrets. `settings_errors`
+    # shows the refused value itself, secrets hidden.
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["dev", "test", "prod"] = "dev"
     host: str = "127.0.0.1"
