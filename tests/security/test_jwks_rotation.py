@@ -33,9 +33,13 @@ def token(key: rsa.RSAPrivateKey, kid: str, sub: str) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
 
+FIRST_KEY = rsa_key()
+
+
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Agora, JwksApp]]:
     server = JwksApp()
+    server.publish("/jwks", public_jwk(FIRST_KEY, "k1"))  # fetched when Agora starts
     async with serving(server) as url:
         issuers = [{"issuer": ISSUER, "algorithms": ["RS256"], "jwks_url": f"{url}/jwks"}]
         # The default per-kid retry (30 s): the rotation must not wait for it.
@@ -53,8 +57,7 @@ async def code(agora: Agora, bearer: str) -> int:
 async def test_one_made_up_kid_does_not_hide_a_rotation(setup: tuple[Agora, JwksApp]) -> None:
     agora, server = setup
     user = await new_session(agora.client)
-    old, new, stranger = rsa_key(), rsa_key(), rsa_key()
-    server.publish("/jwks", public_jwk(old, "k1"))
+    old, new, stranger = FIRST_KEY, rsa_key(), rsa_key()
     assert await code(agora, token(old, "k1", user.user_id)) == 200
     assert await code(agora, token(stranger, "made-up", user.user_id)) == 401
     server.publish("/jwks", public_jwk(old, "k1"), public_jwk(new, "k2"))
@@ -73,8 +76,7 @@ async def test_a_stream_of_made_up_kids_costs_one_fetch_per_gap_and_hides_nothin
 ) -> None:
     agora, server = setup
     user = await new_session(agora.client)
-    old, new, stranger = rsa_key(), rsa_key(), rsa_key()
-    server.publish("/jwks", public_jwk(old, "k1"))
+    old, new, stranger = FIRST_KEY, rsa_key(), rsa_key()
     assert await code(agora, token(old, "k1", user.user_id)) == 200
     before = server.fetches["/jwks"]
     stop = asyncio.Event()

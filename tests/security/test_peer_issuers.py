@@ -3,6 +3,7 @@ each verified with its own issuer's keys only, on the HTTP and gRPC doors."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -32,6 +33,7 @@ from tests.support.jwks_server import JwksApp
 from tests.support.settings import TEST_SECRET, make_settings
 
 BILLING_SECRET = "billing-secret-that-is-long-enough-0123456789"
+REFETCH_GAP = 0.2
 SHOP_SECRET = "shop-secret-that-is-long-enough-for-hs256-987"
 
 
@@ -78,7 +80,9 @@ async def peers(tmp_path: Path, jwks: tuple[JwksApp, str]) -> AsyncIterator[Agor
         {"issuer": "https://a.example", "algorithms": ["RS256"], "jwks_url": f"{url}/a"},
         {"issuer": "https://b.example", "algorithms": ["RS256"], "jwks_url": f"{url}/b"},
     ]
-    async with running_agora(tmp_path, trusted_issuers=issuers, jwks_min_refetch_gap=0.2) as agora:
+    async with running_agora(
+        tmp_path, trusted_issuers=issuers, jwks_min_refetch_gap=REFETCH_GAP
+    ) as agora:
         yield agora
 
 
@@ -137,6 +141,7 @@ async def test_jwks_keys_are_isolated_per_issuer(
     # Issuer A (which an attacker controls) publishes a key under B's kid.
     server.publish("/a", public_jwk(attacker, "shared"))
     server.publish("/b", public_jwk(victim, "shared"))
+    await asyncio.sleep(REFETCH_GAP * 2)  # the fetch at start (404) spent the gap
     as_a = peer_token(attacker, "RS256", "https://a.example", user.user_id, kid="shared")
     assert (await status(peers, as_a))[0] == 200  # A's key fetched and cached
     forged = peer_token(attacker, "RS256", "https://b.example", user.user_id, kid="shared")
@@ -153,6 +158,7 @@ async def test_jwks_keys_without_alg_are_used_when_they_fit(
     server, _ = jwks
     good, ec_key = rsa_key(), ec.generate_private_key(ec.SECP256R1())
     server.publish("/a", public_jwk(good, "rsa-no-alg"), public_jwk(ec_key, "ec-no-alg"))
+    await asyncio.sleep(REFETCH_GAP * 2)  # the fetch at start (404) spent the gap
     token = peer_token(good, "RS256", "https://a.example", user.user_id, kid="rsa-no-alg")
     assert (await status(peers, token))[0] == 200
     ec_token = peer_token(ec_key, "ES256", "https://a.example", user.user_id, kid="ec-no-alg")
