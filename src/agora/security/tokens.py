@@ -3,6 +3,8 @@
 Verification follows RFC 8725: the key is found by the header's `kid` in our own key
 set and only that key's one algorithm is accepted (see `keys`), no key material is
 taken from the header, every time claim is required and checked.
+An access token whose `iss` names a trusted peer issuer (`peers`) is verified with that
+issuer's keys and rules instead, never with ours.
 A successfully verified access token is remembered until its `exp` so that a
 second check costs a dictionary lookup; revocation is checked by the caller on
 every request, so a revoked token never rides on this cache.
