@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +45,35 @@ async def live_agora(tmp_path: Path, **overrides: Any) -> AsyncIterator[str]:
         yield url
 
 
-@contextmanager
-def flask_app(**config: str) -> Iterator[str]:
-    """The example app as its own process (werkzeug's threaded server on a real port)."""
+@asynccontextmanager
+async def flask_app(**config: str) -> AsyncIterator[str]:
+    """The example app as its own process (werkzeug's threaded server on a real port).
+    Waits without blocking: the live Agora runs in this test's event loop."""
     port = free_port()
-    env = {**os.environ, **config, "PORT": str(port), "PYTHONPATH": os.environ["PYTHONPATH"]}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **config, "PORT": str(port), "PYTHONPATH": path}
     process = subprocess.Popen(
         [sys.executable, str(APP)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the Flask app exited: {process.stdout.read().decode()}")  # type: ignore[union-attr]
-            try:
-                httpx.get(f"{url}/api/articles", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the Flask app did not start")
-                time.sleep(0.1)
+        async with httpx.AsyncClient() as probe:
+            while True:
+                if process.poll() is not None:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    pytest.fail(f"the Flask app exited: {output}")
+                try:
+                    await probe.get(f"{url}/api/articles", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("the Flask app did not start")
+                    await asyncio.sleep(0.1)
         yield url
     finally:
         process.terminate()
-        process.wait(10)
+        await asyncio.to_thread(process.wait, 10)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -81,31 +85,34 @@ def test_the_doc_shows_the_app_that_is_run() -> None:
 
 
 async def test_login_call_logout_refused_within_seconds(tmp_path: Path) -> None:
-    async with live_agora(tmp_path) as agora_url, httpx.AsyncClient(base_url=agora_url) as agora:
-        # Only the secret and the auth service's URL, as docs/flask.md says.
-        with flask_app(AGORA_JWT_SECRET=TEST_SECRET, AGORA_AUTH_URL=agora_url) as flask_url:
-            async with httpx.AsyncClient(base_url=flask_url) as flask:
-                session = await new_session(agora)
-                answer = await flask.get("/api/articles", headers=session.bearer)
-                assert answer.status_code == 200, answer.text
-                assert answer.json()["owner"] == session.user_id
-                assert answer.json()["login"] == session.login
-                asynchronous = await flask.get("/api/balance", headers=session.bearer)
-                assert asynchronous.json() == {"owner": session.user_id, "balance": 0}
-                assert (await flask.get("/api/articles")).status_code == 401
+    # The Flask app gets only the secret and the auth service's URL, as docs/flask.md says.
+    async with (
+        live_agora(tmp_path) as agora_url,
+        httpx.AsyncClient(base_url=agora_url) as agora,
+        flask_app(AGORA_JWT_SECRET=TEST_SECRET, AGORA_AUTH_URL=agora_url) as flask_url,
+        httpx.AsyncClient(base_url=flask_url) as flask,
+    ):
+        session = await new_session(agora)
+        answer = await flask.get("/api/articles", headers=session.bearer)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["owner"] == session.user_id
+        assert answer.json()["login"] == session.login
+        asynchronous = await flask.get("/api/balance", headers=session.bearer)
+        assert asynchronous.json() == {"owner": session.user_id, "balance": 0}
+        assert (await flask.get("/api/articles")).status_code == 401
 
-                logged_out = await agora.post("/auth/api/logout", headers=session.bearer)
-                assert logged_out.status_code == 200
-                started = time.monotonic()
+        logged_out = await agora.post("/auth/api/logout", headers=session.bearer)
+        assert logged_out.status_code == 200
+        started = time.monotonic()
 
-                async def refused() -> bool:
-                    answer = await flask.get("/api/articles", headers=session.bearer)
-                    return answer.status_code == 401 and answer.json() == {"error": "Token revoked"}
+        async def refused() -> bool:
+            answer = await flask.get("/api/articles", headers=session.bearer)
+            return answer.status_code == 401 and answer.json() == {"error": "Token revoked"}
 
-                await eventually(refused, timeout=10)
-                assert time.monotonic() - started < 5
-                balance = await flask.get("/api/balance", headers=session.bearer)
-                assert balance.status_code == 401
+        await eventually(refused, timeout=10)
+        assert time.monotonic() - started < 5
+        balance = await flask.get("/api/balance", headers=session.bearer)
+        assert balance.status_code == 401
 
 
 async def test_jwks_only_and_a_peer_issuer(tmp_path: Path) -> None:
@@ -120,24 +127,25 @@ async def test_jwks_only_and_a_peer_issuer(tmp_path: Path) -> None:
             "AGORA_AUTH_URL": agora_url,
             "AGORA_INTROSPECTION_SECRET": INTROSPECTION_SECRET,
         }
-        with flask_app(**config) as flask_url:
-            async with httpx.AsyncClient(base_url=flask_url) as flask:
-                session = await new_session(agora)
-                assert jwt.get_unverified_header(session.token)["alg"] == "RS256"
-                answer = await flask.get("/api/articles", headers=session.bearer)
-                assert answer.status_code == 200, answer.text
-                now = int(time.time())
-                peer = jwt.encode(
-                    {"sub": session.user_id, "iss": "billing", "iat": now, "exp": now + 600},
-                    PEER_SECRET,
-                )
+        async with (
+            flask_app(**config) as flask_url,
+            httpx.AsyncClient(base_url=flask_url) as flask,
+        ):
+            session = await new_session(agora)
+            assert jwt.get_unverified_header(session.token)["alg"] == "RS256"
+            answer = await flask.get("/api/articles", headers=session.bearer)
+            assert answer.status_code == 200, answer.text
+            now = int(time.time())
+            peer = jwt.encode(
+                {"sub": session.user_id, "iss": "billing", "iat": now, "exp": now + 600},
+                PEER_SECRET,
+            )
+            answer = await flask.get("/api/balance", headers=bearer(peer))
+            assert answer.status_code == 200, answer.text
+            await agora.post("/auth/api/logout/all", headers=session.bearer)
+
+            async def refused() -> bool:
                 answer = await flask.get("/api/balance", headers=bearer(peer))
-                assert answer.status_code == 200, answer.text
-                await agora.post("/auth/api/logout/all", headers=session.bearer)
+                return answer.status_code == 401
 
-                async def refused() -> bool:
-                    answer = await flask.get("/api/balance", headers=bearer(peer))
-                    return answer.status_code == 401
-
-                await eventually(refused, timeout=10)
-                await asyncio.sleep(0)
+            await eventually(refused, timeout=10)
