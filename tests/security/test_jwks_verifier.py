@@ -94,6 +94,7 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
             jwt_secret=None,  # nothing shared with the auth service but its public URL
             jwks_url=f"{auth_url}{JWKS_PATH}",
             jwks_refetch_interval=REFETCH_INTERVAL,
+            jwks_min_refetch_gap=REFETCH_INTERVAL,
             database_url=await sqlite_url(pub_dir),
         )
         pub_process = build_app("publications", pub_settings)
@@ -126,7 +127,7 @@ async def test_a_service_with_only_the_jwks_url_verifies_auth_tokens(
             await eventually(accepted, timeout=10)
             assert counting.fetches == 1  # a known kid costs no fetch
 
-            # A flood of made-up kids: at most one fetch per interval.
+            # A flood of made-up kids: at most one fetch per gap.
             strangers = [key_from_private(generate_private_key("EdDSA")) for _ in range(20)]
             forged = [sign(key, claims_for(session, pub_settings)) for key in strangers]
             await wait_out_the_interval(fetched_at)

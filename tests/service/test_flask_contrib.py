@@ -25,7 +25,9 @@ ISSUER, AUDIENCE = "agora-auth", "agora"
 
 def make_app(**config: Any) -> Flask:
     app = Flask("flask-contrib-test")
-    app.config.update({"AGORA_JWT_SECRET": TEST_SECRET, **config})
+    # Revocation is checked by default; these tests are about the token checks, and
+    # tests/service/test_flask_revocation.py about revocation.
+    app.config.update({"AGORA_JWT_SECRET": TEST_SECRET, "AGORA_REVOCATION_CHECK": False, **config})
 
     @app.get("/api/whoami")
     @token_required
@@ -206,7 +208,7 @@ def test_explicit_token_service_is_used() -> None:
 
 
 def test_revocation_check_refuses_revoked_tokens() -> None:
-    app = make_app()
+    app = make_app(AGORA_REVOCATION_CHECK=True)
     revoked: set[str] = set()
     init_app(app, is_revoked=lambda identity: identity.jti in revoked)
     issued = tokens().issue_access("3", "c")

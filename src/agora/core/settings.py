@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from agora.core.issuers import TrustedIssuer, check_trusted_issuers
+
 log = logging.getLogger("agora.settings")
 
 MIN_SECRET_BYTES = 32
@@ -29,7 +31,11 @@ DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "post
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+    # Errors never echo input values in their text: some are secrets. `settings_errors`
+    # shows the refused value itself, secrets hidden.
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["dev", "test", "prod"] = "dev"
     host: str = "127.0.0.1"
@@ -70,12 +76,23 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_private_key_file: Path | None = None
     jwks_url: str = ""
+    # A token naming an unknown kid refetches the JWKS at most once per kid and
+    # jwks_refetch_interval; fetches for any kids are jwks_min_refetch_gap apart, so a
+    # stream of made-up kids costs one fetch per gap and a real rotation still lands.
     jwks_refetch_interval: float = Field(30.0, ge=1)
+    jwks_min_refetch_gap: float = Field(2.0, ge=0.1, le=60)
     jwt_issuer: str = "agora-auth"
     jwt_audience: str = "agora"
     token_ttl: int = Field(3600, ge=60, le=86400)
     token_leeway: int = Field(30, ge=0, le=60)
     verified_token_cache_size: int = Field(10_000, ge=0)
+    # Peer issuers whose tokens are accepted too: a JSON list (agora.core.issuers,
+    # docs/peers.md).
+    trusted_issuers: list[TrustedIssuer] = []
+    # RFC 7662 introspection (POST /auth/api/introspect, docs/flask.md): callers prove
+    # themselves with HTTP Basic, this secret (or one derived from jwt_secret) as the
+    # password.
+    introspection_secret: SecretStr | None = None
 
     # Cookies: Secure may only be switched off in dev, for plain-http localhost.
     cookie_secure: bool = True
@@ -275,8 +292,20 @@ class Settings(BaseSettings):
         return [check_origin(origin) for origin in origins]
 
     @model_validator(mode="after")
+    def _check_trusted_issuers(self) -> Settings:
+        strong = None if self.env == "dev" else MIN_SECRET_BYTES
+        check_trusted_issuers(self.trusted_issuers, self.jwt_issuer, strong)
+        return self
+
+    @model_validator(mode="after")
     def _check_security(self) -> Settings:
         if self.env != "dev":
+            introspection = self.introspection_secret
+            if introspection and len(introspection.get_secret_value()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"AGORA_INTROSPECTION_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                    f"outside dev (it is {len(introspection.get_secret_value())})"
+                )
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
             # Only HS256 needs a secret; with a key pair, a secret is optional (for
             # HS256 peers) but must still be strong when given.

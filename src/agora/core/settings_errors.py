@@ -38,9 +38,11 @@ EXAMPLES = {
     "media_token": "$(openssl rand -base64 32)",
     "notify_url": "https://notify.internal.example.com/agora",
     "users_grpc_target": "auth.internal.example.com:50051",
+    "trusted_issuers": '[{"issuer": "billing", "algorithms": ["HS256"], "secret": "..."}]',
+    "introspection_secret": "$(openssl rand -base64 32)",
 }
 # Settings whose values never go back out on a terminal or into a log.
-SECRETS = ("jwt_secret", "media_token")
+SECRETS = ("jwt_secret", "media_token", "trusted_issuers", "introspection_secret")
 VARIABLE = re.compile(r"\bAGORA_[A-Z0-9_]+\b")
 
 

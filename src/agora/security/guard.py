@@ -6,7 +6,7 @@ Framework-free: HTTP (`agora.web.guard`), gRPC (`agora.grpc.auth`) and socket ti
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from agora.core.audit import Audit
@@ -16,6 +16,13 @@ from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 
 class RevocationCheck(Protocol):
     async def is_revoked(self, identity: Identity) -> bool: ...
+
+
+class KeyRefresh(Protocol):
+    """Refetch the key set of `issuer` (None: Agora's own) for a token naming `kid`;
+    True when the keys changed. Called with no argument by the socket tickets."""
+
+    def __call__(self, issuer: str | None = None, kid: str | None = None) -> Awaitable[bool]: ...
 
 
 class TokenRejected(Unauthorized):
@@ -30,7 +37,7 @@ class TokenGuard:
         tokens: TokenService,
         audit: Audit,
         revocations: RevocationCheck | None = None,
-        refresh_keys: Callable[[], Awaitable[bool]] | None = None,
+        refresh_keys: KeyRefresh | None = None,
     ) -> None:
         self.tokens = tokens
         self.audit = audit
@@ -47,7 +54,7 @@ class TokenGuard:
             # A key we have not seen may have been rotated in: look once, then retry.
             if error.reason != "unknown_kid" or self.refresh_keys is None:
                 raise
-            if not await self.refresh_keys():
+            if not await self.refresh_keys(error.issuer, error.kid):
                 raise
             identity = self.tokens.verify(token)
         if self.revocations is not None and await self.revocations.is_revoked(identity):

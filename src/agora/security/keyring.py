@@ -5,8 +5,10 @@
   AGORA_DATA_DIR/keys that `agora keys rotate` writes; the directory is re-read when its
   manifest changes, so a running auth service signs with the new key within seconds.
 - AGORA_JWKS_URL: verify only, with the keys the auth service publishes; refetched when
-  a token names an unknown `kid`, at most once per AGORA_JWKS_REFETCH_INTERVAL, so a
-  flood of made-up kids cannot turn into a flood of fetches.
+  a token names an unknown `kid`, within the limits of `jwks.JwksSource` (once per kid
+  per AGORA_JWKS_REFETCH_INTERVAL, AGORA_JWKS_MIN_REFETCH_GAP between any two), so a
+  flood of made-up kids cannot turn into a flood of fetches nor hide a rotation.
+- AGORA_TRUSTED_ISSUERS: each peer's own keys (`peers.PeerIssuers`), refreshed the same way.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-
-import httpx
 
 from agora.core.background import cancel_and_wait
 from agora.core.settings import Settings
+from agora.security.jwks import JwksSource
 from agora.security.keys import MANIFEST, KeyDirectory, KeySet, key_from_private, load_private_pem
+from agora.security.peers import PeerIssuers
 from agora.security.tokens import TokenService
 
 log = logging.getLogger("agora.keyring")
@@ -58,15 +59,32 @@ def initial_keyset(settings: Settings) -> KeySet:
     return local_keyset(settings)
 
 
+def peer_issuers(settings: Settings) -> PeerIssuers:
+    return PeerIssuers(
+        settings.trusted_issuers,
+        kid_retry=settings.jwks_refetch_interval,
+        min_gap=settings.jwks_min_refetch_gap,
+    )
+
+
 class KeyRefresher:
-    """Keeps `tokens.keys` current; `refresh()` is what the guard calls on an unknown kid."""
+    """Keeps `tokens.keys` (and the peers' keys) current; `refresh()` is what the guard
+    calls on an unknown kid."""
 
     def __init__(self, tokens: TokenService, settings: Settings) -> None:
         self.tokens = tokens
         self.settings = settings
-        self._last_attempt = 0.0
+        self.jwks = (
+            JwksSource(
+                settings.jwks_url,
+                label="the auth service",
+                kid_retry=settings.jwks_refetch_interval,
+                min_gap=settings.jwks_min_refetch_gap,
+            )
+            if settings.jwks_url
+            else None
+        )
         self._manifest_mtime = self._mtime()
-        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -79,28 +97,17 @@ class KeyRefresher:
             return (key_directory(self.settings).path / MANIFEST).stat().st_mtime
         return 0.0
 
-    async def refresh(self) -> bool:
-        """Fetch or reload the keys if allowed now; True if the key set changed."""
-        if not self.settings.jwks_url:
+    async def refresh(self, issuer: str | None = None, kid: str | None = None) -> bool:
+        """Fetch or reload the keys of `issuer` (None: ours) if allowed now; True if
+        the key set changed."""
+        if issuer is not None and issuer != self.settings.jwt_issuer:
+            return self.tokens.peers is not None and await self.tokens.peers.refresh(issuer, kid)
+        if self.jwks is None:
             return self._reload_directory()
-        async with self._lock:
-            if time.monotonic() - self._last_attempt < self.settings.jwks_refetch_interval:
-                return False
-            self._last_attempt = time.monotonic()
-            return await self._fetch()
-
-    async def _fetch(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=3.0) as client:
-                response = await client.get(self.settings.jwks_url)
-                response.raise_for_status()
-                fetched = KeySet.from_jwks(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("JWKS fetch from %s failed: %s", self.settings.jwks_url, exc)
-            return False
-        before = {k.kid for k in self.tokens.keys.keys()}
-        self.tokens.keys = _with_secret(fetched, self.settings)
-        return {k.kid for k in self.tokens.keys.keys()} != before
+        changed = await self.jwks.refresh(kid)
+        if changed:
+            self.tokens.keys = _with_secret(self.jwks.keys, self.settings)
+        return changed
 
     def _reload_directory(self) -> bool:
         if not self._watches_directory:
@@ -114,8 +121,12 @@ class KeyRefresher:
         return True
 
     async def start(self) -> None:
-        if self.settings.jwks_url:
-            await self.refresh()  # a failure is retried on the first unknown kid
+        # A failed first fetch is retried on the first unknown kid.
+        if self.tokens.peers is not None:
+            await self.tokens.peers.start()
+        if self.jwks is not None:
+            if await self.jwks.refresh(force=True):
+                self.tokens.keys = _with_secret(self.jwks.keys, self.settings)
         elif self._watches_directory:
             self._task = asyncio.create_task(self._watch(), name="key-directory-watch")
 

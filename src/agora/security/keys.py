@@ -18,8 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+log = logging.getLogger("agora.keys")
 
 ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 # PyJWT's JWK converter per asymmetric algorithm (typed Any: its stubs hide to/from_jwk).
@@ -117,8 +121,58 @@ def key_from_private(private: Any, retired_at: int | None = None) -> Key:
     )
 
 
+def key_from_public(pem: str) -> Key:
+    """A verify-only key from PEM text, named by its thumbprint."""
+    public = serialization.load_pem_public_key(pem.encode())
+    alg = algorithm_of(public)
+    draft = Key(kid="", alg=alg, verifying=public)
+    return Key(kid=thumbprint_kid(draft.public_jwk()), alg=alg, verifying=public)
+
+
 def load_private_pem(path: Path) -> Any:
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def jwk_algorithm(jwk: dict[str, Any]) -> str | None:
+    """The one algorithm a JWK's key type fits (RSA: RS256, P-256: ES256, Ed25519: EdDSA)."""
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    if kty == "RSA":
+        return "RS256"
+    if kty == "EC" and crv == "P-256":
+        return "ES256"
+    if kty == "OKP" and crv == "Ed25519":
+        return "EdDSA"
+    return None
+
+
+def _key_from_jwk(jwk: object, permitted: set[str]) -> Key:
+    """One verify-only key; ValueError saying why it cannot be used."""
+    if not isinstance(jwk, dict):
+        raise ValueError("not a JSON object")
+    if jwk.get("use", "sig") != "sig":
+        raise ValueError(f"use is {jwk.get('use')!r}, not 'sig'")
+    fits = jwk_algorithm(jwk)
+    alg = jwk.get("alg", fits)
+    if alg is None:
+        raise ValueError(f"no alg and kty {jwk.get('kty')!r}/crv {jwk.get('crv')!r} fits none")
+    if alg != fits:
+        raise ValueError(f"alg {alg!r} does not fit kty {jwk.get('kty')!r}")
+    if alg not in permitted:
+        raise ValueError(f"{alg} is not among the allowed algorithms {sorted(permitted)}")
+    try:
+        public = JWK_CONVERTERS[alg].from_jwk(jwk)
+    except Exception as exc:  # PyJWT raises several kinds for a malformed key
+        raise ValueError(f"malformed {alg} key") from exc
+    if algorithm_of(public) != alg or hasattr(public, "private_bytes"):
+        raise ValueError(f"not a {alg} public key")
+    if alg == "RS256" and public.key_size < 2048:
+        raise ValueError("RSA key shorter than 2048 bits")
+    kid = jwk.get("kid")
+    if kid is None:
+        kid = thumbprint_kid(jwk)
+    if not isinstance(kid, str) or not kid:
+        raise ValueError("kid is not a string")
+    return Key(kid=kid, alg=alg, verifying=public)
 
 
 class KeySet:
@@ -158,20 +212,28 @@ class KeySet:
         return cls([key], key.kid)
 
     @classmethod
-    def from_jwks(cls, document: dict[str, Any]) -> KeySet:
-        """A verify-only set from a published JWKS; entries we cannot use are skipped."""
+    def from_jwks(
+        cls,
+        document: dict[str, Any],
+        allowed: Iterable[str] = ASYMMETRIC,
+        source: str = "JWKS",
+    ) -> KeySet:
+        """A verify-only set from a published JWKS, with the keys that fit `allowed`.
+
+        A key without `alg` gets the one algorithm its `kty`/`crv` allows (RFC 7517
+        makes `alg` optional); one without `kid` is named by its RFC 7638 thumbprint.
+        Every entry left out is logged with the reason, so an operator sees why a
+        peer's tokens are refused.
+        """
+        permitted = set(allowed) & set(ASYMMETRIC)
         keys = []
-        for jwk in document.get("keys", []):
-            alg, kid = jwk.get("alg"), jwk.get("kid")
-            if alg not in ASYMMETRIC or not isinstance(kid, str):
-                continue
+        entries = document.get("keys")
+        for jwk in entries if isinstance(entries, list) else []:
             try:
-                public = JWK_CONVERTERS[alg].from_jwk(jwk)
-            except Exception:  # noqa: S112 - a malformed entry must not hide the others
-                continue
-            if algorithm_of(public) != alg:
-                continue
-            keys.append(Key(kid=kid, alg=alg, verifying=public))
+                keys.append(_key_from_jwk(jwk, permitted))
+            except ValueError as why:
+                kid = jwk.get("kid") if isinstance(jwk, dict) else None
+                log.warning("%s key %r dropped: %s", source, kid, why)
         return cls(keys, None)
 
 

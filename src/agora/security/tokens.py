@@ -3,6 +3,8 @@
 Verification follows RFC 8725: the key is found by the header's `kid` in our own key
 set and only that key's one algorithm is accepted (see `keys`), no key material is
 taken from the header, every time claim is required and checked.
+An access token whose `iss` names a trusted peer issuer (`peers`) is verified with that
+issuer's keys and rules instead, never with ours.
 A successfully verified access token is remembered until its `exp` so that a
 second check costs a dictionary lookup; revocation is checked by the caller on
 every request, so a revoked token never rides on this cache.
@@ -13,12 +15,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cachetools import TLRUCache
 
 from agora.security.keys import ALGORITHMS, Key, KeySet
+
+if TYPE_CHECKING:
+    from agora.security.peers import PeerIssuers
 
 ACCESS = "access"
 MAX_TOKEN_BYTES = 8192
@@ -38,6 +43,18 @@ class TokenError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason
+        # For "unknown_kid": whose key set to refetch (None: Agora's own).
+        self.issuer: str | None = None
+        self.kid: str | None = None
+
+
+def decode_error(exc: jwt.InvalidTokenError) -> TokenError:
+    """PyJWT's refusal as a TokenError whose reason names the failed check."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return TokenError("Token expired", "expired")
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return TokenError("Invalid token", "not_yet_valid")
+    return TokenError("Invalid token", type(exc).__name__)
 
 
 MISSING = TokenError("Token required", "missing")
@@ -72,6 +89,7 @@ class TokenService:
         ttl: int = 3600,
         leeway: int = 30,
         cache_size: int = 10_000,
+        peers: PeerIssuers | None = None,
     ) -> None:
         if not 0 <= leeway <= 60:
             raise ValueError("leeway must be between 0 and 60 seconds")
@@ -81,6 +99,9 @@ class TokenService:
         self.audience = audience
         self.ttl = ttl
         self.leeway = leeway
+        # Trusted peer issuers (AGORA_TRUSTED_ISSUERS): a token naming one of them is
+        # verified with that issuer's keys only.
+        self.peers = peers
         self._verified: TLRUCache[str, Identity] | None = (
             TLRUCache(maxsize=cache_size, ttu=lambda _k, ident, _now: ident.exp, timer=time.time)
             if cache_size
@@ -137,6 +158,12 @@ class TokenService:
             raise TokenError("Invalid token", "algorithm_not_allowed")
         if FORBIDDEN_HEADERS & header.keys() or header.get("crit"):
             raise TokenError("Invalid token", "forbidden_header")
+        # Only access tokens come from peers; tickets and the like are Agora's own.
+        # Any other `iss` goes on to our own keys, whose issuer check refuses it.
+        if self.peers and typ == ACCESS:
+            peer = self.peers.get(self._unverified_issuer(token))
+            if peer is not None:
+                return peer.verify(token, header, self.leeway)
         key = self._key_for(header)
         if alg != key.alg:  # each key has one algorithm; the token cannot choose another
             raise TokenError("Invalid token", "algorithm_mismatch")
@@ -150,12 +177,8 @@ class TokenService:
                 leeway=self.leeway,
                 options={"require": REQUIRED_CLAIMS},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise TokenError("Token expired", "expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise TokenError("Invalid token", "not_yet_valid") from exc
         except jwt.InvalidTokenError as exc:
-            raise TokenError("Invalid token", type(exc).__name__) from exc
+            raise decode_error(exc) from exc
         if int(claims["exp"]) > time.time() + MAX_LIFETIME + self.leeway:
             raise TokenError("Invalid token", "lifetime_too_long")
         if claims.get("typ") != typ:
@@ -171,6 +194,15 @@ class TokenService:
             claims=claims,
         )
 
+    @staticmethod
+    def _unverified_issuer(token: str) -> object:
+        """Where to look for the key; the signed `iss` is checked again after."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("Invalid token", "malformed") from exc
+        return claims.get("iss")
+
     def _key_for(self, header: dict[str, Any]) -> Key:
         kid = header.get("kid")
         if kid is None:
@@ -181,5 +213,7 @@ class TokenService:
         else:
             key = None
         if key is None:
-            raise TokenError("Invalid token", "unknown_kid")
+            error = TokenError("Invalid token", "unknown_kid")
+            error.kid = kid if isinstance(kid, str) else None
+            raise error
         return key

@@ -13,7 +13,7 @@ from agora.core.audit import Audit
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
 from agora.security.guard import TokenGuard
-from agora.security.keyring import KeyRefresher, initial_keyset
+from agora.security.keyring import KeyRefresher, initial_keyset, peer_issuers
 from agora.security.revocation import RevocationStore
 from agora.security.tokens import TokenService
 from agora.web.context import ServiceContext
@@ -32,6 +32,7 @@ def token_service(settings: Settings) -> TokenService:
         ttl=settings.token_ttl,
         leeway=settings.token_leeway,
         cache_size=settings.verified_token_cache_size,
+        peers=peer_issuers(settings),
     )
 
 

@@ -7,6 +7,7 @@ from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
+from agora.services.auth.introspection import router as introspection_router
 from agora.services.auth.outbox_relay import OutboxRelay
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
@@ -29,7 +30,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         name="auth",
         settings=settings,
         backends=backends,
-        routers=[router],
+        routers=[router, introspection_router],
         path_prefixes=PATH_PREFIXES,
         on_start=[start_relay],
         on_stop=[stop_relay],
