@@ -8,8 +8,8 @@ within a couple of seconds and callers fall back to the database.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from agora.adapters.redis_client import redis_call, redis_client
 from agora.ports.cache import CacheUnavailable
@@ -56,6 +56,26 @@ class RedisCache:
             return []
         names = [self._key(key) for key in keys]
         values = await self._call(lambda: self._redis.mget(names))
+        return cast("list[bytes | None]", values)
+
+    async def get_many_and_touch(
+        self, keys: Sequence[str], ttls: Mapping[str, float]
+    ) -> list[bytes | None]:
+        if not keys:
+            return []
+
+        async def pipelined() -> list[Any]:
+            # No MULTI: the reads are independent, one round trip is all we want.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    ttl = ttls.get(key)
+                    if ttl is None:
+                        pipe.get(self._key(key))
+                    else:
+                        pipe.getex(self._key(key), px=_ms(ttl))
+                return await pipe.execute()
+
+        values = await self._call(pipelined)
         return cast("list[bytes | None]", values)
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
