@@ -64,19 +64,27 @@ class RedisCache:
         if not keys:
             return []
 
+        plain = [i for i, key in enumerate(keys) if key not in ttls]
+        touched = [i for i, key in enumerate(keys) if key in ttls]
+
         async def pipelined() -> list[Any]:
-            # No MULTI: the reads are independent, one round trip is all we want.
+            # One MGET (one instant) for the plain keys, a GETEX for each touched one;
+            # no MULTI: one round trip is all we want.
             async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    ttl = ttls.get(key)
-                    if ttl is None:
-                        pipe.get(self._key(key))
-                    else:
-                        pipe.getex(self._key(key), px=_ms(ttl))
+                if plain:
+                    pipe.mget([self._key(keys[i]) for i in plain])
+                for i in touched:
+                    pipe.getex(self._key(keys[i]), px=_ms(ttls[keys[i]]))
                 return await pipe.execute()
 
-        values = await self._call(pipelined)
-        return cast("list[bytes | None]", values)
+        replies = await self._call(pipelined)
+        values: list[bytes | None] = [None] * len(keys)
+        if plain:
+            for i, value in zip(plain, replies[0], strict=True):
+                values[i] = value
+        for i, value in zip(touched, replies[1:] if plain else replies, strict=True):
+            values[i] = value
+        return values
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         if not items:

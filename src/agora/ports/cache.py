@@ -33,7 +33,8 @@ class Cache(Protocol):
     ) -> list[bytes | None]:
         """The values of `keys`, in order, in one round trip; each key also in `ttls`
         that exists gets its TTL reset to that many seconds, as `get_and_touch` does.
-        A hot route reads everything it needs at once (the publications page read)."""
+        The keys not in `ttls` are read at one instant, as `get_many` reads them. A hot
+        route reads everything it needs at once (the publications page read)."""
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         """Store several keys with one TTL, in one round trip where the backend can.

@@ -26,7 +26,7 @@ from agora.services.publications.schemas import (
     PublicationUpdate,
 )
 from agora.web.deps import app_of
-from agora.web.guard import authenticate
+from agora.web.guard import authenticate, authenticate_reading
 
 router = APIRouter(prefix="/api/publications", tags=["publications"])
 
@@ -56,12 +56,17 @@ async def list_publications(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    # The hot read: `ActiveUser`'s checks, in its order, but with the active-user check
-    # and the page in one cache round trip (`PublicationListing`), no dependency more.
+    # The hot read: `ActiveUser`'s checks, in its order (401, then 403), but the token's
+    # revocation, the active-user check and the cached page in one cache round trip
+    # (`PublicationListing`), and no dependency to solve.
     app = app_of(request)
-    identity = await authenticate(app.context.guard, request)
     listing = app.provided(PublicationsServices).listing
-    body = await listing.page(identity.user_id, cursor, limit)
+    reads = listing.reads(cursor, limit)
+    if reads is None:
+        identity, values = await authenticate(app.context.guard, request), None
+    else:
+        identity, values = await authenticate_reading(app.context.guard, request, reads)
+    body = await listing.page(identity.user_id, cursor, limit, values)
     if body is None:
         await forbid(request, identity)
     return Response(body, media_type="application/json")
