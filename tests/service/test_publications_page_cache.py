@@ -134,3 +134,16 @@ async def test_a_write_on_one_instance_is_seen_by_the_next_read_on_another(
         assert await titles(two.client, headers) == ["second", "first"]
     finally:
         await drop_namespace(redis_url, redis_namespace)
+
+
+async def test_the_list_query_is_checked_strictly(stack: Stack) -> None:
+    """The route reads `limit` itself: only ASCII digits, 1 to 100, a short cursor."""
+    _, headers = await connected(stack)
+    for limit in ("1_0", " 7", "\u0661", "+5", "-1", "0", "101", "99999"):
+        response = await stack.client.get(
+            "/api/publications", params={"limit": limit}, headers=headers
+        )
+        assert response.status_code == 422, limit
+        assert response.json()["fields"].keys() == {"limit"}
+    response = await stack.client.get("/api/publications", params={"limit": "7"}, headers=headers)
+    assert response.status_code == 200

@@ -80,10 +80,10 @@ def page_query(request: Request) -> tuple[int, str | None]:
     raw_limit = params.get("limit")
     limit = LIMIT
     if raw_limit is not None:
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise Invalid("limit", "Input should be a valid integer") from None
+        # ASCII digits only: int() would also take "1_0", " 7" or other scripts' digits.
+        if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4):
+            raise Invalid("limit", f"Input should be an integer from 1 to {MAX_LIMIT}")
+        limit = int(raw_limit)
         if not 1 <= limit <= MAX_LIMIT:
             raise Invalid("limit", f"Input should be between 1 and {MAX_LIMIT}")
     cursor = params.get("cursor")
