@@ -412,7 +412,12 @@ def measure(
             port = free_port()
             urls[server] = f"http://127.0.0.1:{port}{PATH}"
             group = stack.enter_context(
-                serving(server_command(server, port, args.workers), urls[server], env)
+                serving(
+                    server_command(server, port, args.workers),
+                    urls[server],
+                    env,
+                    timeout=args.start_timeout,
+                )
             )
             meters[server] = OtherCpu(group)
             cost_meters[server] = CostMeter(group, fixture.pg_dsn)
@@ -475,6 +480,10 @@ def main(argv: list[str] | None = None) -> None:
         "--idle-wait", type=float, default=60,
         help="before each round, wait up to this many seconds for other processes to go "
         "quiet (a shared machine); 0 to never wait",
+    )  # fmt: skip
+    parser.add_argument(
+        "--start-timeout", type=float, default=120,
+        help="seconds a server may take to answer after its start (a loaded machine)",
     )  # fmt: skip
     parser.add_argument("--only", nargs="*", choices=SERVERS, help="servers to run")
     parser.add_argument(

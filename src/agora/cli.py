@@ -42,6 +42,7 @@ SERVICE_ENV = "AGORA_SERVE_SERVICE"
 # Exit statuses: 2 for a mistake to fix before starting (arguments, settings, schema),
 # as argparse does for a bad command line; 1 for a failure at run time.
 MISTAKE = 2
+WORKER_HEALTHCHECK_TIMEOUT = 60  # seconds; see cmd_serve
 
 
 def refuse(lines: Sequence[str], code: int = MISTAKE) -> NoReturn:
@@ -125,6 +126,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # Frames are small JSON; permessage-deflate would keep a zlib context per
         # socket (about 35 KiB each, measured in bench.social_bench --deflate).
         ws_per_message_deflate=False,
+        # uvicorn kills a worker that does not answer its health ping within this many
+        # seconds (5 by default); a worker still importing on a loaded machine took
+        # longer and was killed and restarted forever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
     )
 
 

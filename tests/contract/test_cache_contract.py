@@ -121,6 +121,23 @@ async def test_get_and_touch_reads_and_resets_the_ttl(cache: Cache) -> None:
     assert await cache.get("missing") is None  # nothing created
 
 
+async def test_get_many_and_touch_reads_in_order_and_touches_only_those_given(
+    cache: Cache,
+) -> None:
+    await cache.set("touched", b"t", ttl=SHORT)
+    await cache.set("kept", b"k", ttl=SHORT)
+    values = await cache.get_many_and_touch(
+        ["kept", "missing", "touched"], {"touched": 3600, "missing": 3600}
+    )
+    assert values == [b"k", None, b"t"]
+    left = await cache.ttl("touched")
+    assert left is not None and 3590 < left <= 3600
+    kept = await cache.ttl("kept")
+    assert kept is not None and kept <= SHORT  # not in ttls: its TTL is left alone
+    assert await cache.get("missing") is None  # nothing created
+    assert await cache.get_many_and_touch([], {}) == []
+
+
 async def test_get_many_reads_every_key_in_order(cache: Cache) -> None:
     await cache.set("a", b"1")
     await cache.set("c", b"\x003")

@@ -31,7 +31,7 @@ class UnreachableCache:
     async def _fail(self, *_args: Any, **_kwargs: Any) -> Any:
         raise CacheUnavailable("Redis unavailable: ConnectionError")
 
-    get = get_and_touch = get_many = set = set_many = set_if_absent = _fail
+    get = get_and_touch = get_many = get_many_and_touch = set = set_many = set_if_absent = _fail
     delete = expire = ttl = incr = _fail
 
     async def close(self) -> None:

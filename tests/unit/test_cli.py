@@ -101,6 +101,16 @@ def test_several_workers_on_the_embedded_backends_are_refused(
     assert started == [2]
 
 
+def test_workers_get_time_to_start_on_a_loaded_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn kills a worker that misses its health ping (5 s by default): on a loaded
+    machine a worker still importing missed it and was replaced forever."""
+    options: list[dict[str, object]] = []
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *a, **kw: options.append(kw))
+    monkeypatch.setenv("AGORA_REDIS_URL", "redis://127.0.0.1:6379/0")
+    cli.main(["serve", "auth", "--workers", "2"])
+    assert options[0]["timeout_worker_healthcheck"] == cli.WORKER_HEALTHCHECK_TIMEOUT >= 30
+
+
 @pytest.mark.parametrize("port", ["0", "70000"])
 def test_port_out_of_range_is_refused_not_ignored(
     port: str, capsys: pytest.CaptureFixture[str]

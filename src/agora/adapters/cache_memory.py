@@ -8,7 +8,7 @@ proportional to the live keys.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 SWEEP_EVERY = 1024
 
@@ -53,6 +53,15 @@ class MemoryCache:
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
         return [item[0] if (item := self._live(key)) else None for key in keys]
+
+    async def get_many_and_touch(
+        self, keys: Sequence[str], ttls: Mapping[str, float]
+    ) -> list[bytes | None]:
+        values: list[bytes | None] = []
+        for key in keys:
+            ttl = ttls.get(key)
+            values.append(await (self.get(key) if ttl is None else self.get_and_touch(key, ttl)))
+        return values
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         for key, value in items.items():

@@ -8,8 +8,8 @@ within a couple of seconds and callers fall back to the database.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from agora.adapters.redis_client import redis_call, redis_client
 from agora.ports.cache import CacheUnavailable
@@ -57,6 +57,34 @@ class RedisCache:
         names = [self._key(key) for key in keys]
         values = await self._call(lambda: self._redis.mget(names))
         return cast("list[bytes | None]", values)
+
+    async def get_many_and_touch(
+        self, keys: Sequence[str], ttls: Mapping[str, float]
+    ) -> list[bytes | None]:
+        if not keys:
+            return []
+
+        plain = [i for i, key in enumerate(keys) if key not in ttls]
+        touched = [i for i, key in enumerate(keys) if key in ttls]
+
+        async def pipelined() -> list[Any]:
+            # One MGET (one instant) for the plain keys, a GETEX for each touched one;
+            # no MULTI: one round trip is all we want.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if plain:
+                    pipe.mget([self._key(keys[i]) for i in plain])
+                for i in touched:
+                    pipe.getex(self._key(keys[i]), px=_ms(ttls[keys[i]]))
+                return await pipe.execute()
+
+        replies = await self._call(pipelined)
+        values: list[bytes | None] = [None] * len(keys)
+        if plain:
+            for i, value in zip(plain, replies[0], strict=True):
+                values[i] = value
+        for i, value in zip(touched, replies[1:] if plain else replies, strict=True):
+            values[i] = value
+        return values
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         if not items:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     idle_timeout: int = Field(1800, ge=1)
     idle_sweep_interval: float = Field(60.0, gt=0)
     activity_write_interval: int = Field(60, ge=0)
+    # Seconds a user's cached first page of publications lives (services/publications/
+    # page_cache.py); 0 turns the page cache off. At most an hour (see that module).
+    publication_page_cache_ttl: float = Field(300.0, ge=0, le=3600)
     outbox_poll_interval: float = Field(1.0, gt=0)
 
     # Login throttling (services/auth/throttle.py): attempts without success counted per

@@ -8,7 +8,7 @@ every key (`AGORA_REDIS_NAMESPACE`), invisible to callers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 
@@ -27,6 +27,14 @@ class Cache(Protocol):
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
         """The values of `keys`, in order, read at one instant (Redis MGET)."""
+
+    async def get_many_and_touch(
+        self, keys: Sequence[str], ttls: Mapping[str, float]
+    ) -> list[bytes | None]:
+        """The values of `keys`, in order, in one round trip; each key also in `ttls`
+        that exists gets its TTL reset to that many seconds, as `get_and_touch` does.
+        The keys not in `ttls` are read at one instant, as `get_many` reads them. A hot
+        route reads everything it needs at once (the publications page read)."""
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         """Store several keys with one TTL, in one round trip where the backend can.

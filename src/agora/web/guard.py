@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from agora.core.errors import Forbidden
-from agora.security.guard import TokenGuard, TokenRejected
+from agora.security.guard import Reads, TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
 from agora.web.csrf import csrf_ok
@@ -44,9 +44,32 @@ async def authenticate(guard: TokenGuard, request: Request) -> Identity:
     known: Identity | None = (request.scope.get("state") or {}).get("current_user")
     if known is not None:
         return known
+    identity, _ = await _checked(guard, request, None)
+    return identity
+
+
+async def authenticate_reading(
+    guard: TokenGuard, request: Request, reads: Callable[[Identity], Reads]
+) -> tuple[Identity, list[bytes | None] | None]:
+    """`authenticate`, with the cache keys `reads(identity)` names read in the token
+    check's own round trip (`TokenGuard.verify_reading`); their values in order, or
+    None when the caller must read them itself."""
+    known: Identity | None = (request.scope.get("state") or {}).get("current_user")
+    if known is not None:
+        return known, None
+    return await _checked(guard, request, reads)
+
+
+async def _checked(
+    guard: TokenGuard, request: Request, reads: Callable[[Identity], Reads] | None
+) -> tuple[Identity, list[bytes | None] | None]:
     token, from_cookie = extract_token(request)
+    values: list[bytes | None] | None = None
     try:
-        identity = await guard.verify(token)
+        if reads is None:
+            identity = await guard.verify(token)
+        else:
+            identity, values = await guard.verify_reading(token, reads)
     except TokenError as error:
         await _audit_refusal(guard, request, "auth.rejected", 401, error.reason)
         raise TokenRejected(error) from None
@@ -54,7 +77,7 @@ async def authenticate(guard: TokenGuard, request: Request) -> Identity:
         await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
         raise Forbidden("CSRF token missing or invalid")
     request.state.current_user = identity
-    return identity
+    return identity, values
 
 
 async def _audit_refusal(

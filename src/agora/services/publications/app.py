@@ -5,6 +5,8 @@ from __future__ import annotations
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
 from agora.services.publications.deps import PublicationsServices
+from agora.services.publications.listing import PublicationListing
+from agora.services.publications.page_cache import PublicationPageCache
 from agora.services.publications.routes import router
 from agora.services.publications.service import PublicationService
 from agora.services.publications.status.cache import UserStatusCache
@@ -50,9 +52,13 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     )
     app.workers["event consumer"] = lambda: backends.bus.consuming
     app.workers["idle sweeper"] = lambda: app.provided(PublicationsServices).idle_sweeper.alive
+    ttl = settings.publication_page_cache_ttl
+    pages = PublicationPageCache(backends.cache, ttl) if ttl > 0 else None
+    publications = PublicationService(backends.database, pages)
     app.provide(
         PublicationsServices(
-            publications=PublicationService(backends.database),
+            publications=publications,
+            listing=PublicationListing(publications, status, pages),
             user_status=status,
             user_events=UserEventConsumer(status),
             idle_sweeper=sweeper,

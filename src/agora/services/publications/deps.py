@@ -12,12 +12,13 @@ resolution pass per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 
 from agora.core.errors import Forbidden
 from agora.security.tokens import Identity
+from agora.services.publications.listing import PublicationListing
 from agora.services.publications.service import PublicationService
 from agora.services.publications.status.consumer import UserEventConsumer
 from agora.services.publications.status.service import UserStatusService
@@ -31,6 +32,7 @@ class PublicationsServices:
     """The service's own objects, made by `create_app` (`ServiceApp.provide`)."""
 
     publications: PublicationService
+    listing: PublicationListing  # the hot read: active-user check + first page
     user_status: UserStatusService
     user_events: UserEventConsumer  # the bus handler, consuming from startup
     idle_sweeper: IdleSweeper
@@ -40,15 +42,20 @@ async def active_user(request: Request) -> Identity:
     app = app_of(request)
     identity = await authenticate(app.context.guard, request)
     if not await app.provided(PublicationsServices).user_status.check_active(identity.user_id):
-        await app.context.audit.record(
-            "resource.forbidden",
-            status=403,
-            user_id=identity.user_id,
-            path=request.url.path,
-            ip=request.client.host if request.client else None,
-        )
-        raise Forbidden("Forbidden")
+        await forbid(request, identity)
     return identity
+
+
+async def forbid(request: Request, identity: Identity) -> NoReturn:
+    """403 for a user who is not active, audited."""
+    await app_of(request).context.audit.record(
+        "resource.forbidden",
+        status=403,
+        user_id=identity.user_id,
+        path=request.url.path,
+        ip=request.client.host if request.client else None,
+    )
+    raise Forbidden("Forbidden")
 
 
 async def publication_service(request: Request) -> PublicationService:

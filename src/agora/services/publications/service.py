@@ -16,6 +16,7 @@ import nh3
 from agora.core.errors import AgoraError, NotFound
 from agora.db.engine import Database, utcnow
 from agora.services.publications.models import Publication
+from agora.services.publications.page_cache import PublicationPageCache
 from agora.services.publications.repository import PublicationPages, PublicationRepository
 from agora.services.publications.schemas import (
     PublicationCreate,
@@ -63,8 +64,15 @@ def clean_body(body: str) -> str:
 
 
 class PublicationService:
-    def __init__(self, db: Database) -> None:
+    """`pages`: the first-page cache, told after each committed write (see `page_cache`)."""
+
+    def __init__(self, db: Database, pages: PublicationPageCache | None = None) -> None:
         self.db = db
+        self.pages = pages
+
+    async def _changed(self, user_id: str) -> None:
+        if self.pages is not None:
+            await self.pages.invalidate(user_id)
 
     async def page(self, user_id: str, cursor: str | None, limit: int) -> dict[str, Any]:
         """The user's publications, newest first, `limit` per page."""
@@ -91,6 +99,7 @@ class PublicationService:
         )
         async with self.db.transaction() as session:
             await PublicationRepository(session).add(publication)
+        await self._changed(user_id)
         return item(publication)
 
     async def get(self, user_id: str, raw_id: str) -> dict[str, Any]:
@@ -108,6 +117,7 @@ class PublicationService:
             if body is not None:
                 publication.body = body
             publication.updated_at = utcnow()
+        await self._changed(user_id)
         return item(publication)
 
     async def delete(self, user_id: str, raw_id: str) -> None:
@@ -117,6 +127,7 @@ class PublicationService:
         async with self.db.transaction() as session:
             if not await PublicationRepository(session).delete_owned(publication_id, user_id):
                 raise NotFound(NOT_FOUND)
+        await self._changed(user_id)
 
     @staticmethod
     async def _owned(repository: PublicationRepository, user_id: str, raw_id: str) -> Publication:

@@ -76,6 +76,20 @@ class UserStatusCache:
         except DOWN as error:
             self._down("get", error)
             return None
+        return self.parse(raw)
+
+    @property
+    def usable(self) -> bool:
+        """False for a while after the cache failed (reads go to the database)."""
+        return not self._skipping()
+
+    def failed(self, operation: str, error: BaseException) -> None:
+        """A read made elsewhere (in one round trip with other keys) failed."""
+        self._down(operation, error)
+
+    @staticmethod
+    def parse(raw: bytes | None) -> CachedUser | None:
+        """What `get_connected` answers for the raw `user:<id>` value."""
         if raw is None:
             return None
         try:

@@ -31,7 +31,7 @@ from agora.services.publications.repository import (
     UserStatus,
     UserStatusRepository,
 )
-from agora.services.publications.status.cache import UserStatusCache
+from agora.services.publications.status.cache import CachedUser, UserStatusCache
 
 log = logging.getLogger("agora.publications.status")
 
@@ -136,8 +136,12 @@ class UserStatusService:
         `activity_write_interval`, judged by the time the cache entry (or the row)
         carries, so the throttle holds across every instance without any local state.
         """
+        return await self.check_active_given(user_id, await self.cache.get_connected(user_id))
+
+    async def check_active_given(self, user_id: str, cached: CachedUser | None) -> bool:
+        """`check_active` with `user:<id>` already read (and touched) by the caller, in
+        one round trip with other keys: `cache.parse` of the raw value."""
         now = utcnow()
-        cached = await self.cache.get_connected(user_id)
         if cached is not None:
             if not self._activity_due(cached.last_activity_at, now):
                 return True
