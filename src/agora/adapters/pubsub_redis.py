@@ -142,6 +142,9 @@ class RedisPubSub:
         self._channels.difference_update(gone)
         await self._send("UNSUBSCRIBE", [self._name(channel) for channel in gone])
 
+    def listening(self) -> bool:
+        return self._connection is not None  # None from a drop until resubscribed
+
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
