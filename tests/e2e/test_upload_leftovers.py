@@ -71,3 +71,26 @@ def test_an_upload_killed_midway_leaves_no_part_file_after_the_next_start(
         assert "unfinished upload" in server.log()
     finally:
         server.kill()
+
+
+def test_an_upload_that_goes_quiet_is_refused_408_and_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 15 §9: an upload straight to an instance (no nginx in front) that stops
+    sending is answered 408 after AGORA_MEDIA_UPLOAD_IDLE_TIMEOUT, its part removed."""
+    idle = 2.0
+    server = Server(tmp_path, agora_env(tmp_path, AGORA_MEDIA_UPLOAD_IDLE_TIMEOUT=str(idle)))
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            user = register(client)
+            token = login(client, user["login"])
+        upload = start_upload(server, token, 5_000_000)
+        started = time.monotonic()
+        upload.settimeout(idle + 20)
+        answer = upload.recv(65536)
+        elapsed = time.monotonic() - started
+        upload.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert idle <= elapsed + 0.5 and elapsed < idle + 10, elapsed
+        assert parts(tmp_path / "media") == []
+    finally:
+        server.kill()

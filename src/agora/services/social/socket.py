@@ -26,6 +26,7 @@ class FrameError(Exception):
 
 NOT_DELIVERED = "Not delivered, try again"
 
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
