@@ -33,7 +33,9 @@ from agora.runtime.database_gate import (
     require_current_schema,
     unreachable,
 )
+from agora.runtime.nginx import APP_KEEP_ALIVE_SECONDS
 from agora.runtime.registry import NAMES as SERVICE_NAMES
+from agora.runtime.websocket_protocol import websocket_protocol
 
 if TYPE_CHECKING:
     from agora.runtime.process import ProcessApp
@@ -130,6 +132,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # seconds (5 by default); a worker still importing on a loaded machine took
         # longer and was killed and restarted forever.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
+        # A socket we end is gone within the grace whatever the peer does (issue 15 §1).
+        ws=websocket_protocol(
+            abort_after=settings.ws_close_grace,
+            user_timeout=settings.ws_ping_interval + settings.ws_ping_timeout,
+        ),
+        # Longer than nginx's upstream keepalive_timeout: nginx, not us, closes an idle
+        # upstream connection, so it never sends a request on one we are closing.
+        timeout_keep_alive=APP_KEEP_ALIVE_SECONDS,
     )
 
 

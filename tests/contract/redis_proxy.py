@@ -56,3 +56,27 @@ def forwarding_to(url: str) -> Handler:
         )
 
     return handle
+
+
+def stalling_to(url: str, flowing: asyncio.Event) -> Handler:
+    """A proxy to the real Redis that holds every byte, both ways, while `flowing` is
+    clear: a hung Redis (SIGSTOP), connections open and nothing answered; what was held
+    goes on when it is set again, as after SIGCONT."""
+    target = urlsplit(url)
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                await flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    return handle

@@ -97,6 +97,11 @@ async def test_delivered_on_subscribed_channels_only(open_pubsub: Opener) -> Non
     assert inbox.on("user:3") == []
 
 
+async def test_a_started_instance_is_listening(open_pubsub: Opener) -> None:
+    pubsub = await open_pubsub(Inbox())
+    assert pubsub.listening()
+
+
 async def test_channel_names_come_back_exactly(open_pubsub: Opener) -> None:
     inbox = Inbox()
     pubsub = await open_pubsub(inbox)
@@ -375,7 +380,9 @@ async def test_redis_gone_then_back_resubscribes_every_wanted_channel(
         await publisher.publish("kept", b"before")
         await inbox.wait_for("kept", b"before")
     try:
-        # Down: publishing fails fast and clearly, the wanted set still changes.
+        # Down: not listening (issue 15 §3: no ack for a chat this instance would miss),
+        # publishing fails fast and clearly, the wanted set still changes.
+        assert not listener.listening()
         started = time.monotonic()
         with pytest.raises(PubSubUnavailable):
             await listener.publish("kept", b"lost")
@@ -387,6 +394,7 @@ async def test_redis_gone_then_back_resubscribes_every_wanted_channel(
 
         async with tcp_server(forwarding_to(redis_url), port=port):
             await wait_until_heard(publisher, inbox, "kept")
+            assert listener.listening()
             await publisher.publish("added while down", b"new")
             await publisher.publish("dropped", b"unwanted")
             await publisher.publish("kept", b"after")

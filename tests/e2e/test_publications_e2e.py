@@ -177,3 +177,35 @@ async def test_idle_sweeper_disconnects(idle_services: Deployment) -> None:
             user["id"],
         )
         assert audited == 1
+
+
+async def test_patch_racing_delete_answers_404_never_500(services: Deployment) -> None:
+    """Issue 15 §4: PATCHes racing a DELETE of the same publication, on PostgreSQL. Each
+    PATCH is applied before the DELETE (200) or finds it gone (404); none is a 500."""
+    async with (
+        httpx.AsyncClient(base_url=services.url("auth"), timeout=10) as auth,
+        httpx.AsyncClient(base_url=services.url("publications"), timeout=30) as pubs,
+    ):
+        token = await login(auth, await register(auth))
+        headers = bearer(token)
+        await wait_answer(services, pubs, token, 200)
+        seen: dict[int, int] = {}
+        for n in range(30):
+            created = await pubs.post(
+                "/api/publications", json={"title": f"t{n}", "body": "b"}, headers=headers
+            )
+            assert created.status_code == 201, created.text
+            path = f"/api/publications/{created.json()['id']}"
+            patches = [
+                pubs.patch(path, json={"title": f"t{n}-{k}"}, headers=headers) for k in range(4)
+            ]
+            # The DELETE among the PATCHes: some are read before it, some after.
+            answers = await asyncio.gather(*patches[:2], pubs.delete(path, headers=headers),
+                                           *patches[2:])  # fmt: skip
+            deleted = answers.pop(2)
+            assert deleted.status_code == 204, deleted.text
+            for answer in answers:
+                seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+                assert answer.status_code in (200, 404), (answer.status_code, answer.text)
+            assert (await pubs.get(path, headers=headers)).status_code == 404
+        print("PATCH answers racing a DELETE:", seen)

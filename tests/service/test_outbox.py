@@ -28,7 +28,7 @@ from agora.runtime.backends import build_backends
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.auth.models import OutboxEvent, User
-from agora.services.auth.outbox_relay import OutboxRelay
+from agora.services.auth.outbox_relay import BACKOFF_MAX, OutboxRelay
 from agora.services.auth.repository import OutboxRepository
 from tests.support.services import delete_topology
 from tests.support.users import PASSWORD, register_and_login
@@ -229,6 +229,32 @@ async def test_relay_publishes_in_order_and_marks_rows(db: Database) -> None:
     assert [d.message_id for d in received] == event_ids
     assert all(d.routing_key == "user.connected" for d in received)
     assert all(row.published_at is not None for row in await all_rows(db))
+
+
+async def test_retry_waits_never_exceed_the_cap_however_long_the_outage(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 §9: after a long outage the next retry is at most BACKOFF_MAX (5 s)
+    away, so events catch up within seconds of the broker's return (was 30 s)."""
+    bus = RecordingBus()
+    bus.up = False
+    relay = OutboxRelay(db, bus, poll_interval=0.05)  # the default backoff
+    waits: list[float] = []
+
+    async def recorded(seconds: float, *, wakeable: bool) -> None:
+        if not wakeable:
+            waits.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(relay, "_sleep", recorded)
+    await add_rows(db, 1)
+    await relay.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(waits) >= 12))
+    finally:
+        await relay.stop()
+    assert waits[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(waits) == BACKOFF_MAX == 5.0
 
 
 async def test_broker_outage_delays_events_and_loses_none(db: Database) -> None:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
+from agora.adapters.redis_breaker import breaker_for
 from agora.adapters.redis_client import redis_call, redis_client
 from agora.ports.cache import CacheUnavailable
 
@@ -30,6 +31,7 @@ class RedisCache:
     def __init__(self, url: str, *, namespace: str = "") -> None:
         self._namespace = namespace
         self._redis = redis_client(url)
+        self._breaker = breaker_for(url)  # shared with every Redis adapter of the process
         # EVALSHA, loading the script again on NOSCRIPT (a restarted Redis).
         self._incr_with_ttl = self._redis.register_script(INCR_WITH_TTL)
 
@@ -37,7 +39,7 @@ class RedisCache:
         return self._namespace + key
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
-        return await redis_call(command, CacheUnavailable)
+        return await redis_call(command, CacheUnavailable, self._breaker)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call(lambda: self._redis.get(self._key(key)))

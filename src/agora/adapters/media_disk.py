@@ -9,13 +9,19 @@ thread so a slow disk does not stall the event loop.
 
 One host, or several sharing the directory (a network volume): the store keeps no
 state besides the files.
+
+A process killed mid-upload leaves its `.part` file (issue 15 §6). The store removes
+those at start: the `.part` files not written to for `STALE_PART_SECONDS`. Not all of
+them: another instance sharing the directory may be receiving one right now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -23,11 +29,18 @@ from typing import BinaryIO
 from agora.ports.media import MediaMissing, MediaTooLarge, valid_media_id
 
 READ_CHUNK = 64 * 1024
+# A live upload writes its part with every chunk; one silent this long is an orphan.
+STALE_PART_SECONDS = 300.0
+
+log = logging.getLogger("agora.media")
 
 
 class DiskMediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        removed = remove_stale_parts(root, STALE_PART_SECONDS)
+        if removed:
+            log.warning("removed %d unfinished upload(s) left by a stopped process", removed)
 
     def _path(self, media_id: str) -> Path:
         return self.root / media_id[:2] / media_id
@@ -72,6 +85,18 @@ class DiskMediaStore:
 
     async def close(self) -> None:
         """Nothing held open between calls."""
+
+
+def remove_stale_parts(root: Path, older_than: float) -> int:
+    """Delete the `.part` files under `root` not modified for `older_than` seconds."""
+    removed = 0
+    now = time.time()
+    for part in root.glob("*/.*.part"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if now - part.stat().st_mtime > older_than:
+                part.unlink()
+                removed += 1
+    return removed
 
 
 async def _read(handle: BinaryIO) -> AsyncIterator[bytes]:

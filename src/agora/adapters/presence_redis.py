@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
+from agora.adapters.redis_breaker import breaker_for
 from agora.adapters.redis_client import (
     redis_call,
     redis_client,
@@ -92,6 +93,7 @@ class RedisPresence:
     def __init__(self, url: str, *, namespace: str = "") -> None:
         self._namespace = namespace
         self._redis = redis_client(url)
+        self._breaker = breaker_for(url)  # shared with every Redis adapter of the process
         # EVALSHA, loading the script on NOSCRIPT (a restarted or failed-over Redis).
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
@@ -102,7 +104,7 @@ class RedisPresence:
         return f"{self._namespace}presence:{user_id}"
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
-        return await redis_call(command, PresenceUnavailable)
+        return await redis_call(command, PresenceUnavailable, self._breaker)
 
     async def join(self, user_id: str, device_id: str, ttl: float) -> bool:
         key = self._key(user_id)

@@ -50,6 +50,9 @@ class MemoryPubSub:
     async def unsubscribe(self, *channels: str) -> None:
         self._channels.difference_update(channels)
 
+    def listening(self) -> bool:
+        return True  # in process: nothing to lose on the way
+
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None

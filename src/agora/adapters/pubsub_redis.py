@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from agora.adapters.redis_breaker import breaker_for
 from agora.adapters.redis_client import (
     CALL_BUDGET,
     SOCKET_TIMEOUT,
@@ -59,6 +60,7 @@ class RedisPubSub:
     def __init__(self, url: str, *, namespace: str = "") -> None:
         self._prefix = namespace.encode()
         self._redis = redis_client(url, max_connections=PUBLISH_CONNECTIONS)
+        self._breaker = breaker_for(url)  # shared with every Redis adapter of the process
         # Shown by CLIENT LIST: which instance holds a subscription connection.
         self.client_name = f"agora-pubsub-{uuid.uuid4().hex[:12]}"
         # Only used to build the subscription connection from the URL (TLS, auth, db...);
@@ -100,7 +102,8 @@ class RedisPubSub:
 
     async def publish(self, channel: str, message: bytes) -> None:
         name = self._name(channel)
-        await redis_call(lambda: self._redis.publish(name, message), PubSubUnavailable)
+        command = lambda: self._redis.publish(name, message)  # noqa: E731
+        await redis_call(command, PubSubUnavailable, self._breaker)
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if not messages:
@@ -108,7 +111,7 @@ class RedisPubSub:
         pipe = self._redis.pipeline(transaction=False)  # one round trip, not atomic
         for channel, message in messages:
             pipe.publish(self._name(channel), message)
-        await redis_call(pipe.execute, PubSubUnavailable)
+        await redis_call(pipe.execute, PubSubUnavailable, self._breaker)
 
     async def subscribe(self, *channels: str) -> None:
         wanted = list(dict.fromkeys(channels))
@@ -138,6 +141,9 @@ class RedisPubSub:
         # Dropped locally at once: the reader discards what is still in flight for them.
         self._channels.difference_update(gone)
         await self._send("UNSUBSCRIBE", [self._name(channel) for channel in gone])
+
+    def listening(self) -> bool:
+        return self._connection is not None  # None from a drop until resubscribed
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -213,6 +219,7 @@ class RedisPubSub:
             if names:
                 await connection.send_command("SUBSCRIBE", *names, check_health=False)
             self._connection = connection
+        self._breaker.succeeded()  # Redis answers again: the process's calls go through
 
     async def _read(self, connection: AbstractConnection, handler: MessageHandler) -> None:
         ping_unanswered = False

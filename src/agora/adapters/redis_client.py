@@ -3,6 +3,8 @@
 Redis is an accelerator, never the source of truth: timeouts are short and retries
 few, so a dead or unreachable Redis turns into the port's own "unavailable" error within
 a couple of seconds (`redis_call`) and callers fall back instead of hanging a request.
+After that first failure, the server's circuit breaker (`redis_breaker`, one per Redis
+server in the process) makes every other call fail at once until a probe succeeds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from redis.exceptions import (
     ReadOnlyError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agora.adapters.redis_breaker import RedisBreaker
 
 T = TypeVar("T")
 
@@ -69,13 +73,37 @@ def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.R
     return aioredis.Redis.from_pool(pool)
 
 
-async def redis_call(command: Callable[[], Awaitable[T]], unavailable: type[Exception]) -> T:
+async def redis_call(
+    command: Callable[[], Awaitable[T]],
+    unavailable: type[Exception],
+    breaker: RedisBreaker | None = None,
+) -> T:
     """Run one Redis command within CALL_BUDGET; an unreachable Redis raises `unavailable`
-    (each port names its own), so every adapter fails over the same way."""
+    (each port names its own), so every adapter fails over the same way. With the
+    server's `breaker` open, it raises at once, without asking Redis."""
+    if breaker is not None and not breaker.allow():
+        raise unavailable(f"Redis unavailable (circuit open, probed every {breaker.retry_after} s)")
     try:
         async with asyncio.timeout(CALL_BUDGET):
-            return await command()
+            result = await command()
     except TimeoutError as exc:
-        raise unavailable(f"Redis gave no answer within {CALL_BUDGET} s") from exc
+        error = f"Redis gave no answer within {CALL_BUDGET} s"
+        if breaker is not None:
+            breaker.failed(error)
+        raise unavailable(error) from exc
     except UNAVAILABLE as exc:
-        raise unavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        error = f"Redis unavailable: {type(exc).__name__}: {exc}"
+        if breaker is not None:
+            breaker.failed(error)
+        raise unavailable(error) from exc
+    except asyncio.CancelledError:
+        if breaker is not None:
+            breaker.abandoned()  # says nothing of Redis; a probe may be tried again
+        raise
+    except Exception:
+        if breaker is not None:
+            breaker.succeeded()  # Redis answered, with an error of ours (WRONGTYPE...)
+        raise
+    if breaker is not None:
+        breaker.succeeded()
+    return result

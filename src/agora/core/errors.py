@@ -45,6 +45,12 @@ class Invalid(AgoraError):
         self.field = field
 
 
+class RequestTimeout(AgoraError):
+    """The client stopped sending its request body (an upload gone quiet)."""
+
+    status_code = 408
+
+
 class PayloadTooLarge(AgoraError):
     status_code = 413
 

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     media_url: str = ""
     media_token: SecretStr | None = None
     media_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # An upload whose body sends nothing for this long is refused (408) and its partial
+    # file removed: uploads straight to an instance have no nginx body timeout.
+    media_upload_idle_timeout: float = Field(30.0, gt=0)
     media_allowed_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "image/jpeg",

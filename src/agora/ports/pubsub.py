@@ -47,6 +47,11 @@ class PubSub(Protocol):
         Raises `PubSubUnavailable` when the backend cannot be reached (some may have
         gone out)."""
 
+    def listening(self) -> bool:
+        """Whether this instance hears its subscriptions now: False while its connection
+        to the backend is down or being made again, when a message published (even by
+        this instance) is not delivered here."""
+
     async def subscribe(self, *channels: str) -> None:
         """Idempotent; a channel subscribed twice is delivered once. Once it returns (the
         backend being up), a message published on the channel anywhere is delivered."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.channels import ChannelRouter
 from agora.realtime.connection import Connection
 
@@ -53,6 +54,12 @@ class Hub:
         return [conn for devices in self.devices.values() for conn in devices]
 
     async def deliver(self, user_id: str, frame: str) -> None:
+        """Publish `frame` to the user's devices; PubSubUnavailable if it cannot reach
+        them: the backend is down, or the user has a device here and this instance's
+        subscription is reconnecting (the message would reach the bus but not them).
+        A caller acknowledges only once this returns (issue 15 §3)."""
+        if user_id in self.devices and not self.router.pubsub.listening():
+            raise PubSubUnavailable("this instance's subscription is reconnecting")
         await self.router.pubsub.publish(self.channel(user_id), frame.encode())
 
     async def deliver_many(self, frames: Iterable[tuple[str, str]]) -> None:

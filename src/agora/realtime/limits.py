@@ -11,8 +11,9 @@ with a value over the limit and the block's TTL, so the single INCR of the next 
 answers "blocked" too. The block key exists only to let one of several simultaneous
 events (on any instance) start the block and raise the level.
 
-Fail open: with the cache unreachable nothing is limited (a warning is logged); a
-cache outage must not turn into a socket outage.
+With the cache unreachable, the counts go on in this process (`LocalFallbackCache`,
+logged once): a limit holds per instance, never disappears, and a cache outage does
+not turn into a socket outage.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from agora.adapters.cache_local_fallback import LocalFallbackCache
 from agora.core.settings import Settings
-from agora.ports.cache import Cache, CacheUnavailable
+from agora.ports.cache import Cache
 
 log = logging.getLogger("agora.realtime.limits")
 
@@ -53,7 +55,7 @@ class RateLimiter:
     ) -> None:
         if limit < 1 or window <= 0 or block <= 0 or max_block < block or growth < 1:
             raise ValueError("invalid rate limit")
-        self._cache = cache
+        self._cache = LocalFallbackCache(cache, f"rate limit {name}")
         self._base = f"{prefix}ratelimit:{name}:"
         self.limit = limit
         self.window = window
@@ -74,21 +76,14 @@ class RateLimiter:
         return min(seconds, self._max_block)
 
     async def hit(self, subject: str) -> Verdict:
-        try:
-            count = await self._cache.incr(self.key("count", subject), self.window)
-            if count <= self.limit:
-                return ALLOWED
-            return await self._over(subject)
-        except CacheUnavailable as exc:
-            log.warning("rate limit %s skipped, the cache is unavailable: %s", self._base, exc)
+        count = await self._cache.incr(self.key("count", subject), self.window)
+        if count <= self.limit:
             return ALLOWED
+        return await self._over(subject)
 
     async def blocked_for(self, subject: str) -> float:
         """Seconds left of the subject's block (0 when not blocked); counts nothing."""
-        try:
-            return await self._cache.ttl(self.key("block", subject)) or 0.0
-        except CacheUnavailable:
-            return 0.0
+        return await self._cache.ttl(self.key("block", subject)) or 0.0
 
     async def _over(self, subject: str) -> Verdict:
         block_key = self.key("block", subject)

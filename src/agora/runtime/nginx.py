@@ -38,6 +38,10 @@ CONFIG = _PACKAGED if _PACKAGED.exists() else _CHECKOUT
 # An upstream without instances: nginx answers its paths 502 (no live upstream).
 NO_INSTANCE = "127.0.0.1:9 down"
 UPSTREAM_PREFIX = "agora_"  # upstream agora_auth {...} is the service "auth"
+# uvicorn's keep-alive (`agora serve`'s timeout_keep_alive): agora.conf's upstream
+# `keepalive_timeout` stays below it, so an idle upstream connection is always closed
+# by nginx, never by the instance while nginx sends it a request (a 502: issue 15 §7).
+APP_KEEP_ALIVE_SECONDS = 5
 
 _UPSTREAM = re.compile(r"^upstream\s+(\w+)\s*\{(.*?)^\}", re.MULTILINE | re.DOTALL)
 # Uncommented directives only: `# listen 443 ssl;` stays as it is.

@@ -14,7 +14,9 @@ background task (started in the auth app's lifespan) moves those rows to the bro
 - A failed publish (`PublishFailed`, or any error from the bus) adds 1 to the row's
   `attempts` and keeps the error in `last_error`; after it no new publish of the batch
   starts (the broker is likely gone), those in flight finish, the confirmed rows are
-  still marked, and the relay waits a capped exponential backoff. Unconfirmed rows stay
+  still marked, and the relay waits an exponential backoff capped at `backoff_max`
+  (`BACKOFF_MAX`, 5 s: events are at most that late after the broker returns, where a
+  30 s cap made them 12 s late after a 120 s outage, issue 15 §9). Unconfirmed rows stay
   unsent and go out first when the broker is back: an outage delays events, never
   loses them.
 - Delivery is at least once: if the process dies between the broker's confirm and the
@@ -50,6 +52,11 @@ log = logging.getLogger("agora.outbox")
 PRUNE_CHUNK = 1000
 
 
+# A retry costs one connection attempt to the broker; waiting longer only delays
+# the catch-up once it is back.
+BACKOFF_MAX = 5.0
+
+
 class Publisher(Protocol):
     """The one thing the relay needs of a `ports.bus.Bus`."""
 
@@ -76,7 +83,7 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=7),
         prune_interval: float = 3600.0,
         backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_max: float = BACKOFF_MAX,
         stop_timeout: float = 5.0,
     ) -> None:
         self.db = db

@@ -38,10 +38,11 @@ logged in before (a signed device cookie, OWASP "device cookies") would, and is 
 later: an IP-based exemption would tell people behind the owner's NAT that the login
 exists.
 
-Fail open. The cache (Redis) is an accelerator, not the source of truth: when it is
-unreachable throttling is skipped, with a warning, and logins go on. Failing closed
-would turn a cache outage into a login outage for every user, which is a worse attack
-than the guessing it prevents; argon2 still makes every guess slow meanwhile.
+Redis down: counted per process. The cache (Redis) is an accelerator, not the source of
+truth: when it is unreachable the counts go on in this process's memory
+(`LocalFallbackCache`, logged once), so logins go on and the limits still hold per
+instance. Failing closed would turn a cache outage into a login outage for every user;
+skipping the throttle (as before issue 11) let guessing go unlimited.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ import math
 from typing import Literal
 from urllib.parse import quote
 
+from agora.adapters.cache_local_fallback import LocalFallbackCache
 from agora.core.audit import Audit
 from agora.core.errors import TooManyRequests
 from agora.core.settings import Settings
-from agora.ports.cache import Cache, CacheUnavailable
+from agora.ports.cache import Cache
 
 log = logging.getLogger("agora.auth.throttle")
 
@@ -71,7 +73,8 @@ def login_subject(login: str) -> str:
 
 class LoginThrottle:
     def __init__(self, cache: Cache, audit: Audit, settings: Settings) -> None:
-        self._cache = cache
+        # Redis down: counted in this process (logged once) rather than not at all.
+        self._cache = LocalFallbackCache(cache, "login throttle")
         self._audit = audit
         self._prefix = settings.key_prefix
         self._limits: dict[Scope, int] = {
@@ -104,11 +107,7 @@ class LoginThrottle:
     async def check(self, login: str, ip: str | None) -> None:
         """Count this attempt; raise TooManyRequests if the login or the IP is blocked
         or this attempt is over a limit. Call before anything else of the login."""
-        try:
-            refusal = await self._refusal(login, ip)
-        except CacheUnavailable as exc:
-            self._fail_open(exc)
-            return
+        refusal = await self._refusal(login, ip)
         if refusal is None:
             return
         scope, left = refusal
@@ -121,17 +120,14 @@ class LoginThrottle:
     async def succeeded(self, login: str, ip: str | None) -> None:
         """The right password: forgive the login's attempts, take this one back from the
         IP's count (see the module's docstring)."""
-        try:
-            await self._cache.delete(self.key("login-fail", "login", login_subject(login)))
-            if ip:
-                left = await self._cache.ttl(self.key("login-fail", "ip", ip))
-                if left is not None:  # else the window is over and nothing is owed
-                    # Dies with the window it belongs to, so it is never carried over.
-                    successes = self.key("login-ok", "ip", ip)
-                    await self._cache.incr(successes, left)
-                    await self._cache.expire(successes, left)
-        except CacheUnavailable as exc:
-            self._fail_open(exc)
+        await self._cache.delete(self.key("login-fail", "login", login_subject(login)))
+        if ip:
+            left = await self._cache.ttl(self.key("login-fail", "ip", ip))
+            if left is not None:  # else the window is over and nothing is owed
+                # Dies with the window it belongs to, so it is never carried over.
+                successes = self.key("login-ok", "ip", ip)
+                await self._cache.incr(successes, left)
+                await self._cache.expire(successes, left)
 
     async def _refusal(self, login: str, ip: str | None) -> tuple[Scope, float] | None:
         """The scope that refuses this attempt and the seconds left of its block."""
@@ -190,6 +186,3 @@ class LoginThrottle:
         if ip:  # no client address (some test transports): only the login counts
             subjects.append(("ip", ip))
         return subjects
-
-    def _fail_open(self, error: CacheUnavailable) -> None:
-        log.warning("login throttling skipped, the cache is unavailable: %s", error)

@@ -300,10 +300,17 @@ class PublicationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_owned(self, publication_id: int, user_id: str) -> Publication | None:
+    async def get_owned(
+        self, publication_id: int, user_id: str, *, for_update: bool = False
+    ) -> Publication | None:
+        """With `for_update`, the row is locked until the transaction ends (PostgreSQL's
+        FOR UPDATE; SQLite has no row locks and ignores it): a concurrent DELETE waits,
+        or has already won and the row is not found."""
         statement = select(Publication).where(
             Publication.id == publication_id, Publication.user_id == user_id
         )
+        if for_update:
+            statement = statement.with_for_update()
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def add(self, publication: Publication) -> Publication:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import nh3
+from sqlalchemy.orm.exc import StaleDataError
 
 from agora.core.errors import AgoraError, NotFound
 from agora.db.engine import Database, utcnow
@@ -110,13 +111,20 @@ class PublicationService:
     async def update(self, user_id: str, raw_id: str, data: PublicationUpdate) -> dict[str, Any]:
         title = clean_title(data.title) if data.title is not None else None
         body = clean_body(data.body) if data.body is not None else None
-        async with self.db.transaction() as session:
-            publication = await self._owned(PublicationRepository(session), user_id, raw_id)
-            if title is not None:
-                publication.title = title
-            if body is not None:
-                publication.body = body
-            publication.updated_at = utcnow()
+        # Read-modify-write racing a DELETE (issue 15 §4): the row is locked as it is read,
+        # so the DELETE waits or has won (404); where there are no row locks (SQLite), an
+        # update that finds its row gone at commit is the same 404, never a 500.
+        try:
+            async with self.db.transaction() as session:
+                repository = PublicationRepository(session)
+                publication = await self._owned(repository, user_id, raw_id, for_update=True)
+                if title is not None:
+                    publication.title = title
+                if body is not None:
+                    publication.body = body
+                publication.updated_at = utcnow()
+        except StaleDataError:
+            raise NotFound(NOT_FOUND) from None
         await self._changed(user_id)
         return item(publication)
 
@@ -130,11 +138,13 @@ class PublicationService:
         await self._changed(user_id)
 
     @staticmethod
-    async def _owned(repository: PublicationRepository, user_id: str, raw_id: str) -> Publication:
+    async def _owned(
+        repository: PublicationRepository, user_id: str, raw_id: str, *, for_update: bool = False
+    ) -> Publication:
         """The caller's publication; another user's answers exactly like a missing one."""
         publication_id = parse_id(raw_id)
         publication = (
-            await repository.get_owned(publication_id, user_id)
+            await repository.get_owned(publication_id, user_id, for_update=for_update)
             if publication_id is not None
             else None
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.connection import Connection, error_frame
 from agora.realtime.endpoint import SocketEndpoint
 
@@ -21,6 +22,9 @@ MAX_ID_CHARS = 64  # user ids, client ids and timestamps echoed back
 
 class FrameError(Exception):
     """The client's frame is refused; the message goes back in an error frame."""
+
+
+NOT_DELIVERED = "Not delivered, try again"
 
 
 def now_iso() -> str:
@@ -103,21 +107,30 @@ class SocialSocket(SocketEndpoint):
             raise FrameError("Invalid recipient")
         message_id = uuid.uuid4().hex
         sent_at = now_iso()
-        await self.hub.deliver(
-            recipient,
-            dumps(
-                {
-                    "type": "chat",
-                    "from": conn.user_id,
-                    "fromLogin": conn.login,
-                    "content": content,
-                    "id": message_id,
-                    "sentAt": sent_at,
-                }
-            ),
-        )
-        ack: dict[str, Any] = {"type": "ack", "id": message_id, "to": recipient, "sentAt": sent_at}
         client_id = short_text(frame.get("id"))
+        try:
+            await self.hub.deliver(
+                recipient,
+                dumps(
+                    {
+                        "type": "chat",
+                        "from": conn.user_id,
+                        "fromLogin": conn.login,
+                        "content": content,
+                        "id": message_id,
+                        "sentAt": sent_at,
+                    }
+                ),
+            )
+        except PubSubUnavailable:
+            # Not on the bus, or not to a device of the recipient on this instance: no ack
+            # (an ack means delivered to the bus), an error the client may retry on.
+            refused: dict[str, Any] = {"type": "error", "message": NOT_DELIVERED, "retry": True}
+            if client_id is not None:
+                refused["clientId"] = client_id
+            conn.send(dumps(refused))
+            return
+        ack: dict[str, Any] = {"type": "ack", "id": message_id, "to": recipient, "sentAt": sent_at}
         if client_id is not None:
             ack["clientId"] = client_id
         conn.send(dumps(ack))

@@ -74,6 +74,7 @@ def upload_body_limits(settings: Settings) -> dict[str, int]:
     responses={
         201: {"model": MediaOut},
         **ERRORS,
+        408: {"description": "The body sent nothing for AGORA_MEDIA_UPLOAD_IDLE_TIMEOUT s"},
         413: {"description": "Larger than the media cap (refused before or while reading)"},
         415: {"description": "Not multipart, a type not allowed, or bytes not of that type"},
         **LIMITED,
@@ -85,7 +86,7 @@ async def upload_media(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.media_max_bytes + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(f"File larger than {settings.media_max_bytes} bytes")
-    part = await read_file_part(request)
+    part = await read_file_part(request, settings.media_upload_idle_timeout)
     try:
         media = await service.upload_media(
             actor_of(user, request), part.content_type, part.filename, part.chunks

@@ -14,6 +14,7 @@ follows the file is never read.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from agora.core.errors import Invalid, UnsupportedMediaType
+from agora.core.errors import Invalid, RequestTimeout, UnsupportedMediaType
 
 FIELD = "file"
 # Bytes of parts before the file that are read and dropped; past this the upload is refused.
@@ -115,11 +116,23 @@ class _Collector:
         self.events.append(("end", b"", b""))
 
 
-async def _events(request: Request, boundary: bytes) -> AsyncGenerator[Event, None]:
+async def _events(
+    request: Request, boundary: bytes, idle_timeout: float
+) -> AsyncGenerator[Event, None]:
     collector = _Collector()
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            # A client that stops sending would hold the request, its connection and its
+            # partial file for as long as it stays connected (issue 15 §9).
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise RequestTimeout(f"No upload data for {idle_timeout:g} s") from None
             parser.write(chunk)
             events, collector.events = collector.events, []
             for event in events:
@@ -133,11 +146,12 @@ async def _events(request: Request, boundary: bytes) -> AsyncGenerator[Event, No
         yield event
 
 
-async def read_file_part(request: Request) -> FilePart:
+async def read_file_part(request: Request, idle_timeout: float) -> FilePart:
     """Read the body up to the headers of the `file` part; its bytes are then streamed
     by `FilePart.chunks`, and the caller closes it (`aclose`). Raises 415 for a body
-    that is not multipart, 422 (`file`) when there is no such part or it is malformed."""
-    events = _events(request, _boundary(request))
+    that is not multipart, 422 (`file`) when there is no such part or it is malformed,
+    408 when the body sends nothing for `idle_timeout` seconds."""
+    events = _events(request, _boundary(request), idle_timeout)
     skipped = 0
     async for kind, first, second in events:
         if kind == "headers":

@@ -1,0 +1,97 @@
+"""uvicorn's WebSocket protocol, with connections that really end once they should.
+
+uvicorn ends a WebSocket with `transport.close()`, which waits until the write buffer
+is flushed: a peer that reads nothing (its TCP window shut) keeps the descriptor and
+megabytes of unsent kernel buffer for as long as it stays connected (issue 15 §1).
+Here, every connection uvicorn or the app decided to end (the app returned, a close
+was sent, a missed pong, a shutdown) is aborted after `abort_after` seconds if it is
+still there: an RST, which frees the descriptor and the kernel's buffer at once,
+instead of a FIN queued behind data the peer never takes. And each accepted socket
+gets `TCP_USER_TIMEOUT`, so a peer that vanished without a word (data unacknowledged,
+or a zero window, that long) is dropped by the kernel too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import struct
+from asyncio import BaseTransport, TimerHandle
+from typing import Any, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
+
+
+class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """`WebSocketsSansIOProtocol` (uvicorn's default with `websockets` installed) whose
+    ending connections are aborted after `abort_after` seconds."""
+
+    def __init__(self, *args: Any, abort_after: float, user_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.abort_after = abort_after
+        self.user_timeout = user_timeout
+        self.abort_timer: TimerHandle | None = None
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        set_user_timeout(transport, self.user_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.abort_timer is not None:
+            self.abort_timer.cancel()
+            self.abort_timer = None
+        super().connection_lost(exc)
+
+    def abort_later(self) -> None:
+        """From now on, the connection has `abort_after` seconds to go by itself."""
+        if self.abort_timer is None and not self.disconnected:
+            self.abort_timer = self.loop.call_later(self.abort_after, self.abort)
+
+    def abort(self) -> None:
+        self.abort_timer = None
+        if not self.disconnected:
+            # Linger 0: the kernel resets the connection and frees its unsent buffer,
+            # instead of keeping it, orphaned in FIN_WAIT1, for as long as the peer acks.
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            self.transport.abort()  # connection_lost follows: the app sees a disconnect
+
+    # Every way a connection ends in uvicorn: the app is done, a pong is missed, the server
+    # shuts down. (A close the app sends is followed by the app's return: `run_asgi`.)
+    async def run_asgi(self) -> None:
+        try:
+            await super().run_asgi()
+        finally:
+            self.abort_later()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self.abort_later()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.abort_later()
+
+
+def set_user_timeout(transport: BaseTransport, seconds: float) -> None:
+    """TCP_USER_TIMEOUT on the transport's socket, where the platform has it (Linux)."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+def websocket_protocol(*, abort_after: float, user_timeout: float) -> type[asyncio.Protocol]:
+    """The protocol for uvicorn's `ws=`: a partial, which pickles by name for its workers."""
+    factory = functools.partial(
+        AbortingWebSocketProtocol, abort_after=abort_after, user_timeout=user_timeout
+    )
+    return cast(type[asyncio.Protocol], factory)

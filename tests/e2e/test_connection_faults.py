@@ -1,0 +1,141 @@
+"""Connections the server decided to end are gone, whatever the peer does (issue 15 §1),
+and nginx, not an instance, closes idle upstream connections (issue 15 §7).
+
+Real processes: `agora cluster` (one auth, one social) behind nginx on PostgreSQL,
+Redis and RabbitMQ; the kernel's TCP table (/proc/net/tcp) says which connections exist.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from agora.runtime import nginx
+from agora.runtime.cluster import Cluster
+from tests.e2e.connections import DeafSocket, tcp_table
+from tests.e2e.gateway import WS_PATH, Socket, cluster, require_nginx, ticket
+from tests.e2e.processes import Deployment, deployment, login, register, wait_until
+from tests.support.services import require_rabbitmq, require_redis
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+CLOSE_GRACE = 1.0  # AGORA_WS_CLOSE_GRACE of the instances below
+CHAT_CHARS = 60_000  # big chats fill the deaf client's buffers in a few dozen frames
+TIME_WAIT = "06"
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Cluster]]:
+    redis_url, amqp_url = require_redis(), require_rabbitmq()
+    require_nginx()
+    root = tmp_path_factory.mktemp("e2e-connections")
+    env = {
+        "AGORA_WS_CLOSE_GRACE": str(CLOSE_GRACE),
+        "AGORA_WS_OUTBOUND_QUEUE_BYTES": "200000",
+        "AGORA_SOCIAL_MAX_CONTENT_CHARS": str(CHAT_CHARS),
+        "AGORA_SOCIAL_MESSAGES_PER_WINDOW": "100000",
+    }
+    with deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services:
+        counts = {"auth": 1, "publications": 0, "social": 1, "messaging": 0}
+        with cluster(services, counts, **env) as started:
+            yield services, started
+
+
+@pytest.fixture
+def gateway(deployed: tuple[Deployment, Cluster]) -> Cluster:
+    return deployed[1]
+
+
+@pytest.fixture
+async def client(gateway: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        yield http
+
+
+async def test_a_cut_slow_consumer_loses_its_tcp_connection(
+    gateway: Cluster, client: httpx.AsyncClient
+) -> None:
+    """A client that reads nothing is cut as a slow consumer; its connection (the
+    server's descriptor and kernel buffer) is gone within the close grace, twice over."""
+    social = gateway.of("social")[0]
+    deaf_user, talker_user = await register(client, "deaf"), await register(client, "talk")
+    deaf_ticket = await ticket(client, await login(client, deaf_user))
+    talker_ticket = await ticket(client, await login(client, talker_user))
+    deaf = DeafSocket(social.port, f"{WS_PATH}?token={deaf_ticket}")
+    try:
+        assert deaf.status_line.endswith("101 Switching Protocols"), deaf.status_line
+        assert deaf.server_states() == ["ESTABLISHED"]
+        ws_base = social.url.replace("http://", "ws://", 1)
+        async with await Socket.open(ws_base, talker_ticket) as talker:
+            await talker.receive_type("connected")
+            chat = {"type": "chat", "to": deaf_user["id"], "content": "x" * CHAT_CHARS}
+            # Chats until the server cuts the deaf client (it leaves presence once its
+            # close has had its grace): its kernel buffers, then its queue, fill up.
+            cut_at = None
+            for sent in range(1, 400):
+                await talker.send(chat)
+                await talker.receive_type("ack")
+                if sent % 10 == 0 and not await _online(talker, deaf_user["id"]):
+                    cut_at = time.monotonic()
+                    break
+            assert cut_at is not None, "the deaf client was never cut as a slow consumer"
+
+        async def gone() -> bool:
+            return not deaf.server_states()
+
+        # The app's close grace, then the transport's abort grace; the rest is slack for
+        # a loaded machine. Without the abort, it stays ESTABLISHED for minutes.
+        bound = 2 * CLOSE_GRACE + 8
+        await wait_until(gone, timeout=bound, what="the server's end of the cut connection",
+                         logs=lambda: f"server end: {deaf.server_states()}")  # fmt: skip
+        elapsed = time.monotonic() - cut_at
+        assert elapsed < bound
+        # The client side sees the connection reset, not a connection left open.
+        assert deaf.read_to_end() == "reset"
+    finally:
+        deaf.close()
+
+
+async def _online(talker: Socket, user_id: str) -> bool:
+    """True while the recipient is online (social's presence answer)."""
+    await talker.send({"type": "presence.query", "users": [user_id]})
+    frame = await talker.receive_type("presence")
+    return user_id in frame.get("online", [])
+
+
+async def test_nginx_closes_idle_upstream_connections_before_the_instance_does(
+    gateway: Cluster, client: httpx.AsyncClient
+) -> None:
+    """An idle keep-alive connection between nginx and an instance is closed by nginx
+    (its end goes to TIME_WAIT), before uvicorn's keep-alive would: a request nginx sends
+    on it can never meet the instance's close (a 502 on a POST)."""
+    config = nginx.render()
+    timeouts = {float(value) for value in re.findall(r"keepalive_timeout\s+(\d+)s;", config)}
+    assert timeouts and max(timeouts) < nginx.APP_KEEP_ALIVE_SECONDS, timeouts
+    auth = gateway.of("auth")[0]
+    before = _time_waits(auth.port)
+    response = await client.get("/auth/.well-known/jwks.json")
+    assert response.status_code == 200, response.text
+
+    async def closed() -> tuple[set[int], set[int]] | None:
+        nginx_side, instance_side = _time_waits(auth.port)
+        nginx_side, instance_side = nginx_side - before[0], instance_side - before[1]
+        return (nginx_side, instance_side) if nginx_side or instance_side else None
+
+    nginx_side, instance_side = await wait_until(
+        closed, timeout=nginx.APP_KEEP_ALIVE_SECONDS + 10, what="the idle upstream closed"
+    )
+    assert nginx_side and not instance_side, (nginx_side, instance_side)
+
+
+def _time_waits(port: int) -> tuple[set[int], set[int]]:
+    """Connections to `port` in TIME_WAIT: (peer ports whose end closed first = the
+    client's end, i.e. nginx closed; peer ports where the instance's end did)."""
+    table = tcp_table()
+    nginx_side = {e.local_port for e in table if e.remote_port == port and e.state == TIME_WAIT}
+    instance_side = {e.remote_port for e in table if e.local_port == port and e.state == TIME_WAIT}
+    return nginx_side, instance_side
