@@ -5,6 +5,10 @@ from __future__ import annotations
 
 class AgoraError(Exception):
     status_code = 400
+    # A stable, machine-readable word for why, sent beside the message when set
+    # (`{"error": ..., "reason": ...}`): clients branch on it, never on the message.
+    # (Not `reason`: token errors keep their audit-only reason under that name.)
+    public_reason: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,6 +21,19 @@ class Unauthorized(AgoraError):
 
 class Forbidden(AgoraError):
     status_code = 403
+    public_reason = "forbidden"
+
+
+class InactiveUser(Forbidden):
+    """A valid token of a user who is not connected (logged out, or swept idle)."""
+
+    public_reason = "inactive_user"
+
+
+class CsrfRefused(Forbidden):
+    """A cookie-authenticated change without the session's `X-CSRF-Token`."""
+
+    public_reason = "csrf_failed"
 
 
 class NotFound(AgoraError):

@@ -33,7 +33,8 @@ async def _agora_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgoraError)
     if isinstance(exc, Invalid):
         return error_response(422, "Validation failed", fields={exc.field: exc.message})
-    response = error_response(exc.status_code, exc.message)
+    extra = {"reason": exc.public_reason} if exc.public_reason is not None else {}
+    response = error_response(exc.status_code, exc.message, **extra)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="agora", error="invalid_token"'
     if isinstance(exc, TooManyRequests):

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from agora.core.errors import Forbidden
+from agora.core.errors import CsrfRefused
 from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
@@ -52,7 +52,7 @@ async def authenticate(guard: TokenGuard, request: Request) -> Identity:
         raise TokenRejected(error) from None
     if from_cookie and not csrf_ok(request, identity.jti):
         await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
-        raise Forbidden("CSRF token missing or invalid")
+        raise CsrfRefused("CSRF token missing or invalid")
     request.state.current_user = identity
     return identity
 
