@@ -8,11 +8,14 @@ for what a user would see, then check Redis and PostgreSQL for what docs/contrac
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from agora.security.tokens import TokenService
@@ -91,19 +94,68 @@ async def test_login_event_publications_logout(services: Deployment) -> None:
         one = await pubs.get(f"/api/publications/{publication['id']}", headers=bearer(first))
         assert one.status_code == 200 and one.json() == publication
 
-        # flow 3: logout -> `disconnected` -> refused, key gone, row disconnected
-        logout = await auth.post("/auth/api/logout", headers=bearer(first))
+        # flow 3: logout of every session -> `disconnected` -> refused, key gone
+        logout = await auth.post("/auth/api/logout/all", headers=bearer(first))
         assert logout.status_code == 200, logout.text
-        refused = await wait_answer(services, pubs, second, 403)
-        assert refused.json() == INACTIVE
+        await services.wait_status(user_id, "disconnected")
         assert await services.cached_user(user_id) == (None, -2)
-        assert await services.user_status(user_id) == "disconnected"
-        # The logged-out token itself is revoked in every process (shared Redis + DB).
-        revoked = await pubs.get("/api/publications", headers=bearer(first))
-        assert revoked.status_code == 401, revoked.text
-        assert revoked.json() == {"error": "Token revoked"}
-        assert (await pubs.post("/api/publications", json={"title": "x"},
-                                headers=bearer(second))).status_code == 403  # fmt: skip
+        # The logged-out tokens are revoked in every process (shared Redis + DB).
+        for token in (first, second):
+            revoked = await pubs.get("/api/publications", headers=bearer(token))
+            assert revoked.status_code == 401, revoked.text
+            assert revoked.json() == {"error": "Token revoked"}
+
+
+def token_issued(user_id: str, at: float) -> str:
+    """A valid access token of the user, issued at `at`, as auth would sign it."""
+    claims = {"sub": user_id, "user_id": user_id, "iss": "agora-auth", "aud": "agora"}
+    claims |= {"iat": int(at), "nbf": int(at), "exp": int(at) + 3600, "typ": "access"}
+    return jwt.encode({**claims, "jti": uuid.uuid4().hex}, TEST_SECRET)
+
+
+async def events_applied(deployed: Deployment, user_id: str) -> None:
+    """Until publications has applied every event auth wrote for the user."""
+
+    async def caught_up() -> bool:
+        written = await deployed.fetchval(
+            "SELECT event_seq FROM auth_users WHERE id = $1", int(user_id)
+        )
+        applied = await deployed.fetchval(
+            "SELECT last_event_seq FROM pub_users WHERE user_id = $1", user_id
+        )
+        return bool(written) and written == applied
+
+    await wait_until(caught_up, timeout=15, what="events applied", logs=deployed.logs)
+
+
+async def test_a_user_stays_connected_while_any_session_is_live(services: Deployment) -> None:
+    """Issue 15 §5: logging out one device leaves the user's other sessions working;
+    `disconnected` comes with the end of the last one."""
+    async with (
+        httpx.AsyncClient(base_url=services.url("auth"), timeout=10) as auth,
+        httpx.AsyncClient(base_url=services.url("publications"), timeout=10) as pubs,
+    ):
+        user = await register(auth)
+        phone, laptop = await login(auth, user), await login(auth, user)
+        await events_applied(services, user["id"])
+
+        assert (await auth.post("/auth/api/logout", headers=bearer(phone))).status_code == 200
+        await events_applied(services, user["id"])  # whatever the logout wrote is applied
+        still = await pubs.get("/api/publications", headers=bearer(laptop))
+        assert still.status_code == 200, still.text
+        assert await services.user_status(user["id"]) == "connected"
+        events = await services.fetch(
+            "SELECT routing_key FROM auth_outbox WHERE payload::json->>'user_id' = $1 ORDER BY id",
+            user["id"],
+        )
+        assert [row[0] for row in events] == ["user.connected", "user.connected"]
+
+        assert (await auth.post("/auth/api/logout", headers=bearer(laptop))).status_code == 200
+        await services.wait_status(user["id"], "disconnected")
+        assert (await pubs.get("/api/publications", headers=bearer(laptop))).status_code == 401
+        before = token_issued(user["id"], time.time() - 5)
+        refused = await pubs.get("/api/publications", headers=bearer(before))
+        assert refused.status_code == 403 and refused.json() == INACTIVE
 
 
 async def test_the_first_read_after_login_is_answered_at_once(services: Deployment) -> None:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     idle_sweep_interval: float = Field(60.0, gt=0)
     activity_write_interval: int = Field(60, ge=0)
     outbox_poll_interval: float = Field(1.0, gt=0)
+    # Auth: seconds between two looks for sessions whose token expired (a user whose
+    # last live session ends is disconnected: services/auth/service.py).
+    session_sweep_interval: float = Field(60.0, gt=0)
 
     # Login throttling (services/auth/throttle.py): attempts without success counted per
     # login and per client IP in a window; going over a limit blocks for a time that
