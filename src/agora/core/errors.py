@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 class AgoraError(Exception):
+    """Bad request."""
+
     status_code = 400
     # A stable, machine-readable word for why, sent beside the message when set
     # (`{"error": ..., "reason": ...}`): clients branch on it, never on the message.
@@ -16,10 +18,14 @@ class AgoraError(Exception):
 
 
 class Unauthorized(AgoraError):
+    """Missing, invalid, expired or revoked token (or bad credentials at login)."""
+
     status_code = 401
 
 
 class Forbidden(AgoraError):
+    """Not allowed (`reason` says why)."""
+
     status_code = 403
     public_reason = "forbidden"
 
@@ -37,14 +43,20 @@ class CsrfRefused(Forbidden):
 
 
 class NotFound(AgoraError):
+    """No such resource of yours."""
+
     status_code = 404
 
 
 class Conflict(AgoraError):
+    """Already exists."""
+
     status_code = 409
 
 
 class TooManyRequests(AgoraError):
+    """Too many requests; try again after `Retry-After` seconds."""
+
     status_code = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
@@ -63,10 +75,14 @@ class Invalid(AgoraError):
 
 
 class PayloadTooLarge(AgoraError):
+    """Request body too large."""
+
     status_code = 413
 
 
 class UnsupportedMediaType(AgoraError):
+    """Unsupported media type."""
+
     status_code = 415
 
 

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
 
     env: Literal["dev", "test", "prod"] = "dev"
+    # The OpenAPI document (/openapi.json) and Swagger UI (/docs): served unless env is
+    # prod; in prod only with AGORA_OPENAPI=true. false turns them off everywhere.
+    openapi: bool | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
@@ -300,6 +303,10 @@ class Settings(BaseSettings):
     @property
     def resolved_media_dir(self) -> Path:
         return self.media_dir if self.media_dir is not None else self.data_dir / "media"
+
+    @property
+    def openapi_served(self) -> bool:
+        return self.openapi if self.openapi is not None else self.env != "prod"
 
     @property
     def resolved_database_url(self) -> str:

@@ -13,7 +13,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
@@ -69,6 +69,19 @@ async def _audit_refusal(
     )
 
 
+# The dependencies (and decorated endpoints) that run the token check: the OpenAPI
+# document marks the operations that use one as needing a token (web/openapi.py).
+TOKEN_CHECKS: set[Callable[..., Any]] = set()
+CheckT = TypeVar("CheckT", bound=Callable[..., Any])
+
+
+def token_check(check: CheckT) -> CheckT:
+    """Registers a dependency that runs `authenticate` (see TOKEN_CHECKS)."""
+    TOKEN_CHECKS.add(check)
+    return check
+
+
+@token_check
 async def current_user(request: Request) -> Identity:
     return await authenticate(app_of(request).context.guard, request)
 
@@ -108,4 +121,5 @@ def token_required(endpoint: Endpoint) -> Endpoint:
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=params, return_annotation=hints.get("return", signature.return_annotation)
     )
+    token_check(wrapper)
     return wrapper

@@ -23,7 +23,7 @@ from agora.services.publications.status.consumer import UserEventConsumer
 from agora.services.publications.status.service import UserStatusService
 from agora.services.publications.status.sweeper import IdleSweeper
 from agora.web.deps import app_of
-from agora.web.guard import authenticate
+from agora.web.guard import authenticate, token_check
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,7 @@ class PublicationsServices:
     idle_sweeper: IdleSweeper
 
 
+@token_check
 async def active_user(request: Request) -> Identity:
     app = app_of(request)
     identity = await authenticate(app.context.guard, request)

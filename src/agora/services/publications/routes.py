@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from agora.core.errors import InactiveUser, Invalid, NotFound, Unauthorized
 from agora.services.publications.deps import ActiveUser, PublicationServiceDep
 from agora.services.publications.schemas import (
     PublicationCreate,
@@ -20,19 +21,15 @@ from agora.services.publications.schemas import (
     PublicationPage,
     PublicationUpdate,
 )
+from agora.services.publications.service import InvalidInput
+from agora.web.errors import error_responses
 
 router = APIRouter(prefix="/api/publications", tags=["publications"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed JSON body, or a cursor that is not one of ours"},
-    401: {"description": "Missing, invalid, expired or revoked token"},
-    403: {"description": "The user is not connected"},
-    422: {"description": "Invalid fields"},
-}
-ITEM_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    404: {"description": "No such publication of yours"},
-}
+# From the error classes the routes raise (the token's 401, a body's 400 and 413 are
+# added to the document by web/openapi.py): a cursor not one of ours is a 422.
+ERRORS = error_responses(Unauthorized, InactiveUser, Invalid, InvalidInput)
+ITEM_ERRORS = error_responses(Unauthorized, InactiveUser, Invalid, InvalidInput, NotFound)
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
