@@ -156,9 +156,14 @@ def process(tmp_path: Path, **settings: Any) -> ProcessApp:
 
 @pytest.mark.parametrize(
     ("settings", "served"),
-    [({"env": "dev"}, True), ({"env": "dev", "openapi": False}, False)],
+    [
+        ({"env": "dev"}, True),
+        ({"env": "dev", "openapi": False}, False),
+        ({"env": "prod"}, False),
+        ({"env": "prod", "openapi": True}, True),
+    ],
 )
-async def test_served_in_dev_unless_switched_off(
+async def test_served_in_dev_and_in_prod_only_when_enabled(
     tmp_path: Path, settings: dict[str, Any], served: bool
 ) -> None:
     app = process(tmp_path, **settings)
