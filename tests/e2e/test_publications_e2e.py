@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 
 from agora.security.tokens import TokenService
-from tests.e2e.processes import Deployment, bearer, deployment, login, register, wait_until
+from tests.e2e.processes import (
+    Deployment,
+    bearer,
+    deployment,
+    login,
+    register,
+    token_issued,
+    wait_until,
+)
 from tests.support.services import require_rabbitmq, require_redis
 from tests.support.settings import TEST_SECRET
 
@@ -104,13 +110,6 @@ async def test_login_event_publications_logout(services: Deployment) -> None:
             revoked = await pubs.get("/api/publications", headers=bearer(token))
             assert revoked.status_code == 401, revoked.text
             assert revoked.json() == {"error": "Token revoked"}
-
-
-def token_issued(user_id: str, at: float) -> str:
-    """A valid access token of the user, issued at `at`, as auth would sign it."""
-    claims = {"sub": user_id, "user_id": user_id, "iss": "agora-auth", "aud": "agora"}
-    claims |= {"iat": int(at), "nbf": int(at), "exp": int(at) + 3600, "typ": "access"}
-    return jwt.encode({**claims, "jti": uuid.uuid4().hex}, TEST_SECRET)
 
 
 async def events_applied(deployed: Deployment, user_id: str) -> None:
