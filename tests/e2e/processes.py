@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import aio_pika
 import asyncpg
 import httpx
+import jwt
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -383,3 +384,11 @@ async def login(client: httpx.AsyncClient, user: dict[str, str]) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def token_issued(user_id: str, at: float) -> str:
+    """A valid, never revoked access token of the user issued at `at`, as auth signs it
+    (the deployments' HS256 secret): a session older than a disconnect, for a 403."""
+    claims = {"sub": user_id, "user_id": user_id, "iss": "agora-auth", "aud": "agora"}
+    claims |= {"iat": int(at), "nbf": int(at), "exp": int(at) + 3600, "typ": "access"}
+    return jwt.encode({**claims, "jti": uuid.uuid4().hex}, TEST_SECRET)

@@ -17,7 +17,7 @@ import pytest
 from agora.web.csrf import csrf_token_for
 from tests.security.support import Session, new_session, wait_active
 
-CSRF_REFUSED = (403, {"error": "CSRF token missing or invalid"})
+CSRF_REFUSED = (403, {"error": "CSRF token missing or invalid", "reason": "csrf_failed"})
 NEW_POST = {"title": "Hello", "body": "from a form"}
 
 

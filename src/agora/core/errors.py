@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class AgoraError(Exception):
+    """Bad request."""
+
     status_code = 400
+    # A stable, machine-readable word for why, sent beside the message when set
+    # (`{"error": ..., "reason": ...}`): clients branch on it, never on the message.
+    # (Not `reason`: token errors keep their audit-only reason under that name.)
+    public_reason: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -12,22 +18,45 @@ class AgoraError(Exception):
 
 
 class Unauthorized(AgoraError):
+    """Missing, invalid, expired or revoked token (or bad credentials at login)."""
+
     status_code = 401
 
 
 class Forbidden(AgoraError):
+    """Not allowed (`reason` says why)."""
+
     status_code = 403
+    public_reason = "forbidden"
+
+
+class InactiveUser(Forbidden):
+    """A valid token of a user who is not connected (logged out, or swept idle)."""
+
+    public_reason = "inactive_user"
+
+
+class CsrfRefused(Forbidden):
+    """A cookie-authenticated change without the session's `X-CSRF-Token`."""
+
+    public_reason = "csrf_failed"
 
 
 class NotFound(AgoraError):
+    """No such resource of yours."""
+
     status_code = 404
 
 
 class Conflict(AgoraError):
+    """Already exists."""
+
     status_code = 409
 
 
 class TooManyRequests(AgoraError):
+    """Too many requests; try again after `Retry-After` seconds."""
+
     status_code = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
@@ -52,10 +81,14 @@ class RequestTimeout(AgoraError):
 
 
 class PayloadTooLarge(AgoraError):
+    """Request body too large."""
+
     status_code = 413
 
 
 class UnsupportedMediaType(AgoraError):
+    """Unsupported media type."""
+
     status_code = 415
 
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
 
     env: Literal["dev", "test", "prod"] = "dev"
+    # The OpenAPI document (/openapi.json) and Swagger UI (/docs): served unless env is
+    # prod; in prod only with AGORA_OPENAPI=true. false turns them off everywhere.
+    openapi: bool | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./var")
@@ -117,6 +120,9 @@ class Settings(BaseSettings):
     # page_cache.py); 0 turns the page cache off. At most an hour (see that module).
     publication_page_cache_ttl: float = Field(300.0, ge=0, le=3600)
     outbox_poll_interval: float = Field(1.0, gt=0)
+    # Auth: seconds between two looks for sessions whose token expired (a user whose
+    # last live session ends is disconnected: services/auth/service.py).
+    session_sweep_interval: float = Field(60.0, gt=0)
 
     # Login throttling (services/auth/throttle.py): attempts without success counted per
     # login and per client IP in a window; going over a limit blocks for a time that
@@ -332,6 +338,10 @@ class Settings(BaseSettings):
     @property
     def resolved_media_dir(self) -> Path:
         return self.media_dir if self.media_dir is not None else self.data_dir / "media"
+
+    @property
+    def openapi_served(self) -> bool:
+        return self.openapi if self.openapi is not None else self.env != "prod"
 
     @property
     def resolved_database_url(self) -> str:

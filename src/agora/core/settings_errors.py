@@ -21,6 +21,7 @@ PREFIX = "AGORA_"
 EXAMPLES = {
     "log_format": "json",
     "metrics_enabled": "true",
+    "openapi": "true",
     "database_url": "postgresql+asyncpg://agora:PASSWORD@db.example.com:5432/agora",
     "redis_url": "redis://127.0.0.1:6379/0",
     "amqp_url": "amqp://agora:PASSWORD@127.0.0.1:5672/",

@@ -5,6 +5,8 @@ add one servicer to a server (`Registrar`). The process's lifespan then runs one
 `GrpcServer` on `settings.grpc_host:grpc_port` with all of them: the embedded app
 (every service in one process) hosts auth's UserService and messaging's
 MessagingService on one port; `agora serve auth` hosts only auth's.
+Every server also hosts server reflection and `grpc.health.v1.Health`
+(`grpc/introspection.py`), so grpcurl and health probes work on any of them.
 `AGORA_GRPC_PORT=0` means no gRPC server at all. `GrpcServer(host, 0, ...)` (as the
 tests do) binds an ephemeral port and reports it in `.port`.
 
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from agora.core.settings import Settings
+from agora.grpc.introspection import Introspection, ServiceNames
 
 log = logging.getLogger("agora.grpc")
 
@@ -58,6 +61,8 @@ class GrpcServer:
         self.grace = grace
         self.port: int | None = None  # bound port, once started
         self._server: grpc.aio.Server | None = None
+        self._introspection: Introspection | None = None
+        self.services: list[str] = []  # the full names of the services it hosts, once started
 
     @property
     def target(self) -> str:
@@ -75,8 +80,11 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ]
         )
+        recorder = ServiceNames(server)
         for register in self.registrars:
-            register(server)
+            register(recorder.as_server())
+        introspection = Introspection(server, recorder.names)
+        self.services = recorder.names
         where = address(self.host, self.requested_port)
         try:
             port = server.add_insecure_port(where)
@@ -87,15 +95,20 @@ class GrpcServer:
         if port == 0:  # older grpcio report a failed bind this way
             raise GrpcBindError(f"gRPC cannot listen on {where}")
         await server.start()
+        await introspection.serving()
         self._server = server
+        self._introspection = introspection
         self.port = port
         log.info("gRPC listening", extra={"address": address(self.host, port)})
         return port
 
     async def stop(self) -> None:
+        if self._introspection is not None:
+            await self._introspection.stopping()
         if self._server is not None:
             await self._server.stop(self.grace)
         self._server = None
+        self._introspection = None
         self.port = None
 
 

@@ -20,6 +20,7 @@ from agora.core import metrics
 from agora.core.background import cancel_and_wait
 from agora.grpc.server import GrpcServer, Registrar, process_server
 from agora.ports.backends import Backends
+from agora.runtime.api_docs import ApiDocs
 from agora.runtime.health import (
     HEALTH_PATHS,
     Readiness,
@@ -71,6 +72,13 @@ class ProcessApp:
             JSONResponse({"error": "Service unavailable"}, 503, {"Retry-After": "1"}), hsts=hsts
         )
         self.metrics_served = apps[0].context.settings.metrics_served
+        # Several services in one process: one OpenAPI document for all, and its
+        # Swagger UI (a service alone serves its own: web/app.py).
+        self.api_docs: ASGIApp | None = None
+        if len(self.apps) > 1 and settings.openapi_served:
+            self.api_docs = SecurityHeadersMiddleware(
+                ApiDocs(self.apps), hsts=hsts, docs_paths=[ApiDocs.PAGE]
+            )
         self.http = HttpMetricsMiddleware(self._route)
         # The access log sees every request and socket but the health probes.
         self.serve: ASGIApp = self._handle
@@ -136,7 +144,9 @@ class ProcessApp:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request or a socket to the service app whose path prefix it has."""
         app = self.app_for(scope["path"])
-        if self.wait_for_backends and not self.started:
+        if self.api_docs is not None and scope["path"] in ApiDocs.PATHS:
+            await self.api_docs(scope, receive, send)  # needs no backend: served at once
+        elif self.wait_for_backends and not self.started:
             if scope["type"] == "http":
                 await self.not_ready(scope, receive, send)
             else:  # 1013: try again later

@@ -98,6 +98,10 @@ def build_service_app(
         title=f"Agora {name}",
         version=__version__,
         lifespan=lifespan,
+        # Served alone, a service has its own /openapi.json and /docs (AGORA_OPENAPI).
+        openapi_url="/openapi.json" if settings.openapi_served else None,
+        docs_url="/docs" if settings.openapi_served else None,
+        redoc_url="/redoc" if settings.openapi_served else None,
     )
     install_error_handlers(app)
     install_http_policy(app, settings, body_limits)

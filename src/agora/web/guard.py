@@ -13,11 +13,11 @@ import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
-from agora.core.errors import Forbidden
+from agora.core.errors import CsrfRefused
 from agora.security.guard import Reads, TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
@@ -75,7 +75,7 @@ async def _checked(
         raise TokenRejected(error) from None
     if from_cookie and not csrf_ok(request, identity.jti):
         await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
-        raise Forbidden("CSRF token missing or invalid")
+        raise CsrfRefused("CSRF token missing or invalid")
     request.state.current_user = identity
     return identity, values
 
@@ -92,6 +92,19 @@ async def _audit_refusal(
     )
 
 
+# The dependencies (and decorated endpoints) that run the token check: the OpenAPI
+# document marks the operations that use one as needing a token (web/openapi.py).
+TOKEN_CHECKS: set[Callable[..., Any]] = set()
+CheckT = TypeVar("CheckT", bound=Callable[..., Any])
+
+
+def token_check(check: CheckT) -> CheckT:
+    """Registers a dependency that runs `authenticate` (see TOKEN_CHECKS)."""
+    TOKEN_CHECKS.add(check)
+    return check
+
+
+@token_check
 async def current_user(request: Request) -> Identity:
     return await authenticate(app_of(request).context.guard, request)
 
@@ -131,4 +144,5 @@ def token_required(endpoint: Endpoint) -> Endpoint:
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=params, return_annotation=hints.get("return", signature.return_annotation)
     )
+    token_check(wrapper)
     return wrapper

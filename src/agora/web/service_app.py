@@ -40,6 +40,19 @@ class ServiceApp(FastAPI):
         # The service's background workers by name, each saying whether it runs; the
         # runtime's readiness (`/readyz`) reports them.
         self.workers: dict[str, Callable[[], bool]] = {}
+        self._openapi_completed = False
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, completed with Agora's security schemes and error bodies
+        (`web/openapi.complete`); made once."""
+        if not self._openapi_completed:
+            from agora.web.openapi import complete  # it imports the guard, which needs us
+
+            self.openapi_schema = None
+            self.openapi_schema = complete(self, super().openapi())
+            self._openapi_completed = True
+        assert self.openapi_schema is not None
+        return self.openapi_schema
 
     def provide(self, part: object) -> None:
         """Keeps an object the service was assembled with, found again by its type

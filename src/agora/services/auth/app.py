@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+from agora.core.background import Periodic
 from agora.core.settings import Settings
 from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
@@ -17,14 +19,23 @@ from agora.web.service_app import ServiceApp
 
 PATH_PREFIXES = ("/auth/", "/login")
 
+log = logging.getLogger("agora.auth")
+
 
 def create_app(settings: Settings, backends: Backends) -> ServiceApp:
-    # The hooks run at startup, once `relay` (made below) exists.
-    async def start_relay() -> None:
+    # The hooks run at startup, once `relay` and `expiry` (made below) exist.
+    async def start_workers() -> None:
         await relay.start()
+        expiry.start((settings.session_sweep_interval, end_expired_sessions, "session-expiry"))
 
-    async def stop_relay() -> None:
+    async def stop_workers() -> None:
+        await expiry.stop()
         await relay.stop()
+
+    async def end_expired_sessions() -> None:
+        ended = await service.end_expired_sessions()
+        if ended:
+            log.info("disconnected %d users whose last session expired", len(ended))
 
     app = build_service_app(
         name="auth",
@@ -32,8 +43,8 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         backends=backends,
         routers=[router, introspection_router],
         path_prefixes=PATH_PREFIXES,
-        on_start=[start_relay],
-        on_stop=[stop_relay],
+        on_start=[start_workers],
+        on_stop=[stop_workers],
     )
     context = app.context
     app.grpc_servicers = [
@@ -51,17 +62,19 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     )
     app.workers["outbox relay"] = lambda: relay.alive
     throttle = LoginThrottle(backends.cache, context.audit, settings)
-    app.provide(
-        AuthService(
-            backends.database,
-            hasher,
-            context.tokens,
-            context.audit,
-            outbox_written,
-            throttle=throttle,
-            revocations=context.revocations,
-            sessions=backends.pubsub,
-            key_prefix=settings.key_prefix,
-        )
+    service = AuthService(
+        backends.database,
+        hasher,
+        context.tokens,
+        context.audit,
+        outbox_written,
+        throttle=throttle,
+        revocations=context.revocations,
+        sessions=backends.pubsub,
+        key_prefix=settings.key_prefix,
     )
+    app.provide(service)
+    # A token that runs out ends its session with no request to say so: this does.
+    expiry = Periodic()
+    app.workers["session expiry"] = lambda: expiry.alive
     return app

@@ -54,3 +54,19 @@ class OutboxEvent(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LiveSession(Base):
+    """One access token handed out by login, until it ends: its logout, a logout-all,
+    or its expiry. A user is connected while they have one (services/auth/sessions.py).
+
+    `live_until` is the token's `exp` plus the verification leeway: the last moment the
+    token is still accepted.
+    """
+
+    __tablename__ = "auth_sessions"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    live_until: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,4 +1,4 @@
-"""SQL for accounts and for the outbox of their login/logout events."""
+"""SQL for accounts, their live sessions, and the outbox of their login/logout events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agora.services.auth.models import OutboxEvent, User
+from agora.services.auth.models import LiveSession, OutboxEvent, User
 
 
 class DuplicateUser(Exception):
@@ -149,3 +149,50 @@ class OutboxRepository:
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class SessionRepository:
+    """The `auth_sessions` table: which access tokens are live, per user.
+
+    Every change runs after `lock_user`, in the transaction that may write the user's
+    event: a login and a logout of one user never interleave between "how many are
+    left" and the event that follows from it.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_user(self, user_id: int) -> None:
+        """Row-lock the user until the transaction ends (PostgreSQL; SQLite has one
+        writer at a time, and the delete that follows takes it)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+    async def add(self, jti: str, user_id: int, live_until: datetime) -> None:
+        await self.session.execute(
+            insert(LiveSession), [{"jti": jti, "user_id": user_id, "live_until": live_until}]
+        )
+
+    async def end(self, jti: str) -> None:
+        await self.session.execute(delete(LiveSession).where(LiveSession.jti == jti))
+
+    async def end_all(self, user_id: int) -> None:
+        await self.session.execute(delete(LiveSession).where(LiveSession.user_id == user_id))
+
+    async def end_expired(self, user_id: int, now: datetime) -> int:
+        result = await self.session.execute(
+            delete(LiveSession).where(LiveSession.user_id == user_id, LiveSession.live_until <= now)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def any_live(self, user_id: int, now: datetime) -> bool:
+        query = select(LiveSession.jti).where(
+            LiveSession.user_id == user_id, LiveSession.live_until > now
+        )
+        return (await self.session.execute(query.limit(1))).first() is not None
+
+    async def users_with_expired(self, now: datetime, limit: int) -> list[int]:
+        query = (
+            select(LiveSession.user_id).where(LiveSession.live_until <= now).distinct().limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())

@@ -1,9 +1,17 @@
-"""Account and session decisions: who may register, log in, log out."""
+"""Account and session decisions: who may register, log in, log out.
+
+A user is connected while any of their sessions (access tokens handed out by login,
+`auth_sessions`) is live: every login publishes `connected`; `disconnected` is
+published when the last live session ends, by its logout, a logout-all, or its
+expiry (`end_expired_sessions`, which every auth instance runs every
+`AGORA_SESSION_SWEEP_INTERVAL` seconds: see `app.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +30,7 @@ from agora.services.auth.repository import (
     DuplicateUser,
     EventSubject,
     OutboxRepository,
+    SessionRepository,
     UserRepository,
 )
 from agora.services.auth.schemas import RegisterRequest
@@ -110,23 +119,28 @@ class AuthService:
         new_hash = None
         if self.hasher.needs_rehash(user.password_hash):
             new_hash = await self.hasher.hash(password)
+        # Issued first, handed out only once its session and event are committed.
+        issued = self.tokens.issue_access(str(user.id), user.login)
         async with self.db.transaction() as session:
             users = UserRepository(session)
             if new_hash is not None:
                 await users.set_password_hash(user.id, new_hash)
             written = await self._write_event(session, "connected", user.id)
+            if written:
+                live_until = datetime.fromtimestamp(issued.expires_at + self.tokens.leeway, UTC)
+                await SessionRepository(session).add(issued.jti, user.id, live_until)
         if not written:  # deleted between the password check and now
             await self.audit.record("auth.login_failed", login=login[:64], ip=ip)
             raise Unauthorized(INVALID_CREDENTIALS)
         self._wake_relay()
-        issued = self.tokens.issue_access(str(user.id), user.login)
         await self.audit.record(
             "auth.login", user_id=str(user.id), login=user.login, jti=issued.jti, ip=ip
         )
         return user, issued
 
     async def logout(self, identity: Identity, ip: str | None, everywhere: bool = False) -> None:
-        """Revoke the token (or every token of the user), then announce the disconnect.
+        """Revoke the token (or every token of the user) and end its session; announce
+        the disconnect if no other session of the user is live.
 
         Revocation commits first: if the event write failed after it, the user would be
         logged out without the event, never the reverse.
@@ -137,8 +151,16 @@ class AuthService:
             await self.revocations.revoke(identity)
         written = False
         if identity.user_id.isdigit():
+            user_id = int(identity.user_id)
             async with self.db.transaction() as session:
-                written = await self._write_event(session, "disconnected", int(identity.user_id))
+                sessions = SessionRepository(session)
+                await sessions.lock_user(user_id)
+                if everywhere:
+                    await sessions.end_all(user_id)
+                else:
+                    await sessions.end(identity.jti)
+                if everywhere or not await sessions.any_live(user_id, utcnow()):
+                    written = await self._write_event(session, "disconnected", user_id)
         if written:
             self._wake_relay()
         await self.audit.record(
@@ -150,6 +172,29 @@ class AuthService:
         if self.sessions is not None:  # open sockets of this session close now
             notice = revoked_notice(identity, everywhere)
             await publish_notice(self.sessions, self.key_prefix, notice)
+
+    async def end_expired_sessions(self, limit: int = 500) -> list[str]:
+        """End the sessions whose token expired; a user left with none is disconnected
+        (one `disconnected` event). Returns those users' ids. Safe on several instances:
+        each user's sessions are ended under the user's row lock, and only the
+        transaction that ended some of them, leaving none live, writes the event."""
+        now = utcnow()
+        async with self.db.sessions() as session:
+            candidates = await SessionRepository(session).users_with_expired(now, limit)
+        disconnected: list[str] = []
+        for user_id in candidates:
+            async with self.db.transaction() as session:
+                sessions = SessionRepository(session)
+                await sessions.lock_user(user_id)
+                ended = await sessions.end_expired(user_id, now)
+                last = ended > 0 and not await sessions.any_live(user_id, now)
+                if last and await self._write_event(session, "disconnected", user_id):
+                    disconnected.append(str(user_id))
+        if disconnected:
+            self._wake_relay()
+        for user_id_text in disconnected:
+            await self.audit.record("auth.sessions_expired", user_id=user_id_text)
+        return disconnected
 
     async def current(self, identity: Identity) -> User:
         user = await self.get_user(identity.user_id)

@@ -2,11 +2,11 @@
 route, and `PublicationServiceDep`; both read the `PublicationsServices` that
 `create_app` provides.
 
-`ActiveUser`, in the order the contracts (docs/contracts.md) fix: a valid token (else 401, the same
-check as `CurrentUser`), then an active user (else 403 `{"error": "Forbidden"}`,
-audited). Passing it counts as activity. It runs the token check itself rather than
-depending on `CurrentUser`: on this hot path every dependency more costs FastAPI a
-resolution pass per request.
+`ActiveUser`, in the order the contracts (docs/contracts.md) fix: a valid token (else
+401, the same check as `CurrentUser`), then an active user (else 403 `{"error":
+"Forbidden", "reason": "inactive_user"}`, audited). Passing it counts as activity. It
+runs the token check itself rather than depending on `CurrentUser`: on this hot path
+every dependency more costs FastAPI a resolution pass per request.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 
-from agora.core.errors import Forbidden
+from agora.core.errors import InactiveUser
 from agora.security.tokens import Identity
 from agora.services.publications.listing import PublicationListing
 from agora.services.publications.service import PublicationService
@@ -24,7 +24,7 @@ from agora.services.publications.status.consumer import UserEventConsumer
 from agora.services.publications.status.service import UserStatusService
 from agora.services.publications.status.sweeper import IdleSweeper
 from agora.web.deps import app_of
-from agora.web.guard import authenticate
+from agora.web.guard import authenticate, token_check
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,12 @@ class PublicationsServices:
     idle_sweeper: IdleSweeper
 
 
+@token_check
 async def active_user(request: Request) -> Identity:
     app = app_of(request)
     identity = await authenticate(app.context.guard, request)
-    if not await app.provided(PublicationsServices).user_status.check_active(identity.user_id):
+    status = app.provided(PublicationsServices).user_status
+    if not await status.check_active(identity.user_id, identity.claims.get("iat")):
         await forbid(request, identity)
     return identity
 
@@ -55,7 +57,7 @@ async def forbid(request: Request, identity: Identity) -> NoReturn:
         path=request.url.path,
         ip=request.client.host if request.client else None,
     )
-    raise Forbidden("Forbidden")
+    raise InactiveUser("Forbidden")
 
 
 async def publication_service(request: Request) -> PublicationService:

@@ -57,20 +57,22 @@ class PublicationListing:
 
     async def page(
         self,
-        user_id: str,
+        identity: Identity,
         cursor: str | None,
         limit: int,
         values: Sequence[bytes | None] | None = None,
     ) -> bytes | None:
         """The JSON page, or None when the user is not active (the caller answers 403).
         `values`: what the keys of `reads` held, read along with the token check."""
+        user_id, issued_at = identity.user_id, identity.claims.get("iat")
         pages = self.pages
         if values is None or pages is None or cursor is not None:
-            if not await self.status.check_active(user_id):
+            if not await self.status.check_active(user_id, issued_at):
                 return None
             return encode(await self.publications.page(user_id, cursor, limit))
         raw_status, version, entry = values
-        if not await self.status.check_active_given(user_id, self.status.cache.parse(raw_status)):
+        cached = self.status.cache.parse(raw_status)
+        if not await self.status.check_active_given(user_id, cached, issued_at):
             return None
         found = pages.found(version, entry)
         if found.body is not None:

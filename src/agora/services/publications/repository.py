@@ -48,6 +48,9 @@ class UserStatus:
     name: str
     email: str
     last_activity_at: datetime | None
+    # When the row last changed status: for a disconnected row, when the disconnect
+    # was recorded (the event's arrival, or the idle sweep).
+    updated_at: datetime
 
     @property
     def connected(self) -> bool:
@@ -60,11 +63,14 @@ STATUS_COLUMNS = (
     users.c.name,
     users.c.email,
     users.c.last_activity_at,
+    users.c.updated_at,
 )
 
 
 def _status(row: Any) -> UserStatus:
-    return UserStatus(row.user_id, row.status, row.name, row.email, row.last_activity_at)
+    return UserStatus(
+        row.user_id, row.status, row.name, row.email, row.last_activity_at, row.updated_at
+    )
 
 
 def _insert_for(session: AsyncSession) -> Any:

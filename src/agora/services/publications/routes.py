@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from agora.core.errors import Invalid
+from agora.core.errors import InactiveUser, Invalid, NotFound, Unauthorized
 from agora.services.publications.deps import (
     ActiveUser,
     PublicationServiceDep,
@@ -26,8 +26,10 @@ from agora.services.publications.schemas import (
     PublicationPage,
     PublicationUpdate,
 )
+from agora.services.publications.service import InvalidInput
 from agora.web.deps import app_of
-from agora.web.guard import authenticate, authenticate_reading
+from agora.web.errors import error_responses
+from agora.web.guard import authenticate, authenticate_reading, token_check
 
 LIMIT = 20
 MAX_LIMIT = 100
@@ -35,16 +37,10 @@ MAX_CURSOR = 64
 
 router = APIRouter(prefix="/api/publications", tags=["publications"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed JSON body, or a cursor that is not one of ours"},
-    401: {"description": "Missing, invalid, expired or revoked token"},
-    403: {"description": "The user is not connected"},
-    422: {"description": "Invalid fields"},
-}
-ITEM_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    404: {"description": "No such publication of yours"},
-}
+# From the error classes the routes raise (the token's 401, a body's 400 and 413 are
+# added to the document by web/openapi.py): a cursor not one of ours is a 422.
+ERRORS = error_responses(Unauthorized, InactiveUser, Invalid, InvalidInput)
+ITEM_ERRORS = error_responses(Unauthorized, InactiveUser, Invalid, InvalidInput, NotFound)
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -97,6 +93,7 @@ def page_query(request: Request) -> tuple[int, str | None]:
     responses={200: {"model": PublicationPage}, **ERRORS},
     openapi_extra={"parameters": PAGE_QUERY},
 )
+@token_check  # the route runs the token check itself: marked for the OpenAPI document
 async def list_publications(request: Request) -> Response:
     # The hot read: `ActiveUser`'s checks, in its order (422 for the query, 401, then
     # 403), but the token's revocation, the active-user check and the cached page in
@@ -109,7 +106,7 @@ async def list_publications(request: Request) -> Response:
         identity, values = await authenticate(app.context.guard, request), None
     else:
         identity, values = await authenticate_reading(app.context.guard, request, reads)
-    body = await listing.page(identity.user_id, cursor, limit, values)
+    body = await listing.page(identity, cursor, limit, values)
     if body is None:
         await forbid(request, identity)
     return Response(body, media_type="application/json")

@@ -50,6 +50,8 @@ NOT_FOUND = "Not found"
 
 
 class InvalidInput(AgoraError):
+    """A value no field rule catches: a cursor not one of ours, a title only markup."""
+
     status_code = 422
 
 
