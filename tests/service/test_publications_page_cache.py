@@ -90,7 +90,7 @@ async def test_a_cached_page_is_not_served_once_disconnected_or_revoked(stack: S
     await stack.deliver({"event": "disconnected", "user_id": user})
     response = await stack.client.get("/api/publications", headers=headers)
     assert response.status_code == 403
-    assert response.json() == {"error": "Forbidden"}
+    assert response.json() == {"error": "Forbidden", "reason": "inactive_user"}
     assert "resource.forbidden" in await stack.audits(user)
 
     await stack.connect(user)
