@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
@@ -22,8 +22,14 @@ from agora.web.csrf import csrf_token_for
 from agora.web.deps import SettingsDep, TokensDep
 from agora.web.errors import error_response
 from agora.web.guard import CurrentUser
+from agora.web.same_origin import refuse_cross_site
 
 router = APIRouter()
+# On every route that sets or clears the session cookies (login CSRF, web.same_origin).
+SAME_ORIGIN_ONLY = [Depends(refuse_cross_site)]
+CROSS_SITE: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Cross-site request from a browser page (Origin / Sec-Fetch-Site)"}
+}
 
 LOGIN_BODY = {
     "requestBody": {
@@ -40,6 +46,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
+    **CROSS_SITE,
     400: {"description": "Malformed body"},
     429: {
         "description": "Too many failed logins",
@@ -97,8 +104,10 @@ async def _read_login(request: Request) -> LoginRequest | JSONResponse:
     "/auth/api/register",
     status_code=201,
     response_model=UserOut,
+    dependencies=SAME_ORIGIN_ONLY,
     responses={
         **ERRORS,
+        **CROSS_SITE,
         400: {"description": "Malformed JSON body"},
         409: {"description": "Login or email already taken"},
     },
@@ -112,9 +121,14 @@ async def register(body: RegisterRequest, auth: AuthServiceDep) -> UserOut:
     response_model=LoginResponse,
     openapi_extra=LOGIN_BODY,
     responses=LOGIN_ERRORS,
+    dependencies=SAME_ORIGIN_ONLY,
 )
 @router.post(
-    "/login", response_model=LoginResponse, openapi_extra=LOGIN_BODY, responses=LOGIN_ERRORS
+    "/login",
+    response_model=LoginResponse,
+    openapi_extra=LOGIN_BODY,
+    responses=LOGIN_ERRORS,
+    dependencies=SAME_ORIGIN_ONLY,
 )
 async def login(
     request: Request, response: Response, auth: AuthServiceDep, settings: SettingsDep
@@ -136,7 +150,12 @@ async def me(user: CurrentUser, auth: AuthServiceDep) -> UserOut:
     return user_out(await auth.current(user))
 
 
-@router.post("/auth/api/logout", response_model=LogoutResponse, responses=ERRORS)
+@router.post(
+    "/auth/api/logout",
+    response_model=LogoutResponse,
+    responses={**ERRORS, **CROSS_SITE},
+    dependencies=SAME_ORIGIN_ONLY,
+)
 async def logout(
     user: CurrentUser,
     request: Request,
@@ -150,7 +169,12 @@ async def logout(
     return LogoutResponse()
 
 
-@router.post("/auth/api/logout/all", response_model=LogoutResponse, responses=ERRORS)
+@router.post(
+    "/auth/api/logout/all",
+    response_model=LogoutResponse,
+    responses={**ERRORS, **CROSS_SITE},
+    dependencies=SAME_ORIGIN_ONLY,
+)
 async def logout_everywhere(
     user: CurrentUser,
     request: Request,
