@@ -73,9 +73,7 @@ async def attack_sites() -> AsyncIterator[tuple[int, int]]:
         yield int(attacker.rsplit(":", 1)[1]), int(friendly.rsplit(":", 1)[1])
 
 
-def _pages(
-    port: int, host: str, victim: str, login: str, routes: dict[str, str]
-) -> dict[str, str]:
+def _pages(port: int, host: str, victim: str, login: str, routes: dict[str, str]) -> dict[str, str]:
     query = httpx.QueryParams({"login": login, "password": PASSWORD})
     return {
         f"{host}:{port} {kind} {route}": (
@@ -104,11 +102,17 @@ async def test_a_page_on_another_origin_cannot_replace_the_victims_cookie(
                 # Cross-site (another host name) and same-site (same host, another port).
                 **_pages(attacker_port, "localhost", victim, attacker_login, routes),
                 **_pages(attacker_port, "127.0.0.1", victim, attacker_login, routes),
-                **_pages(attacker_port, "localhost", victim, attacker_login,
-                         {"urlencoded": "/login"}),  # fmt: skip
+                **_pages(
+                    attacker_port, "localhost", victim, attacker_login, {"urlencoded": "/login"}
+                ),
                 # The control: an origin the deployment trusts.
-                **_pages(friendly_port, "localhost", victim, attacker_login,
-                         {"urlencoded": "/auth/api/login"}),  # fmt: skip
+                **_pages(
+                    friendly_port,
+                    "localhost",
+                    victim,
+                    attacker_login,
+                    {"urlencoded": "/auth/api/login"},
+                ),
             }
             results = await run_script(
                 node,

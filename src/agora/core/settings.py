@@ -29,7 +29,12 @@ DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "post
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused settings object must never print its input, which
+    # holds the secrets (`str(ValidationError)` showed 22 characters of a weak
+    # AGORA_JWT_SECRET). `agora` explains each refused value itself (settings_errors).
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["dev", "test", "prod"] = "dev"
     host: str = "127.0.0.1"
@@ -79,6 +84,10 @@ class Settings(BaseSettings):
 
     # Cookies: Secure may only be switched off in dev, for plain-http localhost.
     cookie_secure: bool = True
+    # Keys the CSRF token (an HMAC of the session's jti, agora.web.csrf); the same on
+    # every service. Unset: a key derived from AGORA_JWT_SECRET. Required in prod when
+    # there is no AGORA_JWT_SECRET (key pairs only).
+    csrf_secret: SecretStr | None = None
 
     # HTTP limits and browser policy (agora.web.security).
     max_body_bytes: int = Field(1_048_576, ge=1)
@@ -282,9 +291,14 @@ class Settings(BaseSettings):
             # HS256 peers) but must still be strong when given.
             needed = self.jwt_algorithm == "HS256" and not self.jwks_url
             if (needed or secret) and len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(weak_secret("AGORA_JWT_SECRET", secret, self.env))
+            csrf = self.csrf_secret.get_secret_value() if self.csrf_secret else ""
+            if csrf and len(csrf.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(weak_secret("AGORA_CSRF_SECRET", csrf, self.env))
+            if self.env == "prod" and not (csrf or secret):
                 raise ValueError(
-                    f"AGORA_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-                    f"outside dev (AGORA_ENV={self.env})"
+                    "AGORA_CSRF_SECRET must be set in prod when AGORA_JWT_SECRET is not: "
+                    "it keys the CSRF token, and every service needs the same one"
                 )
             if not self.cookie_secure:
                 raise ValueError("AGORA_COOKIE_SECURE=false is only allowed with AGORA_ENV=dev")
@@ -309,6 +323,14 @@ class Settings(BaseSettings):
         if self.jwt_secret is None:
             raise RuntimeError("settings were not loaded with load_settings()")
         return self.jwt_secret.get_secret_value()
+
+
+def weak_secret(name: str, secret: str, env: str) -> str:
+    """The refusal of a short secret: its length, never a character of it."""
+    return (
+        f"{name} must be at least {MIN_SECRET_BYTES} bytes outside dev (AGORA_ENV={env}); "
+        f"the one given has {len(secret.encode())}"
+    )
 
 
 def check_origin(origin: str) -> str:

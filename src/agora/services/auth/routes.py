@@ -18,7 +18,7 @@ from agora.services.auth.schemas import (
     UserOut,
 )
 from agora.web.cookies import clear_auth_cookie, set_auth_cookie
-from agora.web.csrf import csrf_token_for
+from agora.web.csrf import csrf_key, csrf_token_for
 from agora.web.deps import SettingsDep, TokensDep
 from agora.web.errors import error_response
 from agora.web.guard import CurrentUser
@@ -137,7 +137,7 @@ async def login(
     if isinstance(body, JSONResponse):
         return body
     user, issued = await auth.login(body.login, body.password, client_ip(request))
-    csrf = csrf_token_for(issued.jti)
+    csrf = csrf_token_for(issued.jti, csrf_key(settings))
     set_auth_cookie(response, issued.token, csrf, issued.expires_in, settings.cookie_secure)
     response.headers["Cache-Control"] = "no-store"
     return LoginResponse(
