@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    # Password hashes at once (agora.security.passwords): threads, and calls allowed to
+    # wait for one, per lane; past that, 503 + Retry-After at once. Logins (checks) and
+    # registrations (new hashes) have lanes of their own, so neither starves the other.
+    password_login_workers: int = Field(2, ge=1, le=64)
+    password_login_queue: int = Field(32, ge=0)
+    password_register_workers: int = Field(1, ge=1, le=64)
+    password_register_queue: int = Field(4, ge=0)
+
+    # Registration throttling (services/auth/registration_throttle.py): registrations
+    # per client IP in a fixed window, counted before any hashing; then 429.
+    register_ip_max_attempts: int = Field(10, ge=1)
+    register_ip_window: float = Field(3600.0, gt=0)
 
     # Publications: status cache, activity and idle sweeping.
     user_cache_ttl: int = Field(3600, ge=1)

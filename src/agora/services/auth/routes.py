@@ -47,11 +47,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     **CROSS_SITE,
+    503: {
+        "description": "Too many password checks at once",
+        "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+    },
     400: {"description": "Malformed body"},
     429: {
         "description": "Too many failed logins",
         "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
     },
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}}
+BUSY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many attempts from this client", "headers": RETRY_AFTER},
+    503: {"description": "Too many password hashes at once", "headers": RETRY_AFTER},
 }
 JWK_SET = {
     "description": "RFC 7517 JWK Set",
@@ -110,10 +119,11 @@ async def _read_login(request: Request) -> LoginRequest | JSONResponse:
         **CROSS_SITE,
         400: {"description": "Malformed JSON body"},
         409: {"description": "Login or email already taken"},
+        **BUSY,
     },
 )
-async def register(body: RegisterRequest, auth: AuthServiceDep) -> UserOut:
-    return user_out(await auth.register(body))
+async def register(body: RegisterRequest, request: Request, auth: AuthServiceDep) -> UserOut:
+    return user_out(await auth.register(body, client_ip(request)))
 
 
 @router.post(
