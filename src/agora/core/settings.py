@@ -120,11 +120,17 @@ class Settings(BaseSettings):
     outbox_poll_interval: float = Field(1.0, gt=0)
 
     # Login throttling (services/auth/throttle.py): attempts without success counted per
-    # login and per client IP in a window; going over a limit blocks for a time that
-    # grows with each new block of the same key, up to a cap. Seconds throughout.
-    login_max_failures: int = Field(5, ge=1)
+    # (login, client IP), per client IP, and per login from everywhere; going over a
+    # limit blocks for a time that grows with each new block of the same key, up to a
+    # cap. Seconds throughout.
+    login_max_failures: int = Field(5, ge=1)  # per (login, client IP)
     login_ip_max_failures: int = Field(50, ge=1)
     login_failure_window: float = Field(900.0, gt=0)
+    # Per login from every source: caps distributed guessing (ASVS V2.2.1: 100 an hour).
+    login_global_max_failures: int = Field(100, ge=1)
+    login_global_window: float = Field(3600.0, gt=0)
+    # A source that logged in to a login stays exempt from that login's cap this long.
+    login_known_source_ttl: float = Field(30 * 86400.0, gt=0)
     login_block_seconds: float = Field(60.0, gt=0)
     login_block_growth: float = Field(2.0, ge=1)
     login_block_max_seconds: float = Field(3600.0, gt=0)
