@@ -38,7 +38,8 @@ class HashLane:
         self.in_flight = 0  # running and waiting; only the event loop's thread touches it
         # A running mean of one call's duration, for Retry-After.
         self.mean_seconds = 0.5
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"argon2-{name}")
+        # Made on first use, and again after `close` (an app may be started twice).
+        self._executor: ThreadPoolExecutor | None = None
 
     def retry_after(self) -> int:
         """Seconds until the calls ahead are likely done (at least 1)."""
@@ -51,6 +52,10 @@ class HashLane:
         try:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.workers, thread_name_prefix=f"argon2-{self.name}"
+                )
             result = await loop.run_in_executor(self._executor, call, *args)
             elapsed = time.perf_counter() - started
             self.mean_seconds += (elapsed - self.mean_seconds) * 0.2
@@ -59,7 +64,9 @@ class HashLane:
             self.in_flight -= 1
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 class PasswordHasher:
