@@ -8,4 +8,5 @@ everything a test imports lives here (or beside the one package that uses it).
 - net: `free_port`; waiting: `eventually`
 - http_server: a real uvicorn server in the test's loop; grpc_servers: real gRPC servers
 - media_service: a media service for `HttpMediaStore`; messaging_client: a socket client
+- browser: node scripts of tests/js/ driving Debian's Chromium (playwright-core)
 """

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from agora.core.errors import AgoraError, Invalid, TooManyRequests, Unauthorized
+from agora.core.errors import AgoraError, Invalid, Overloaded, TooManyRequests, Unauthorized
 
 log = logging.getLogger("agora.web")
 
@@ -64,7 +64,7 @@ async def _agora_error(_request: Request, exc: Exception) -> JSONResponse:
     response = error_response(exc.status_code, exc.message, **extra)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="agora", error="invalid_token"'
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

@@ -21,7 +21,7 @@ from agora.core.errors import CsrfRefused
 from agora.security.guard import Reads, TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
-from agora.web.csrf import csrf_ok
+from agora.web.csrf import csrf_key, csrf_ok
 from agora.web.deps import app_of
 
 
@@ -73,7 +73,9 @@ async def _checked(
     except TokenError as error:
         await _audit_refusal(guard, request, "auth.rejected", 401, error.reason)
         raise TokenRejected(error) from None
-    if from_cookie and not csrf_ok(request, identity.jti):
+    if from_cookie and not csrf_ok(
+        request, identity.jti, csrf_key(app_of(request).context.settings)
+    ):
         await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
         raise CsrfRefused("CSRF token missing or invalid")
     request.state.current_user = identity
