@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from agora.core.errors import Forbidden
+from agora.core.errors import CrossSiteRefused
 from agora.web.deps import app_of
 
 CROSS_SITE_REFUSED = "Cross-site request refused on a route that sets the session cookie"
@@ -99,7 +99,7 @@ async def refuse_cross_site(request: Request) -> None:
         origin=(headers.get("origin") or "")[:MAX_AUDITED_CHARS] or None,
         ip=request.client.host if request.client else None,
     )
-    raise Forbidden(CROSS_SITE_REFUSED)
+    raise CrossSiteRefused(CROSS_SITE_REFUSED)
 
 
 SameOriginOnly = Annotated[None, Depends(refuse_cross_site)]
