@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from agora.core.text import refusal, safe_text
 from agora.realtime.connection import Connection, error_frame
 from agora.realtime.endpoint import SocketEndpoint
 
@@ -91,6 +92,14 @@ class SocialSocket(SocketEndpoint):
             raise FrameError("Content must be a string")
         if len(content) > self.max_content_chars:
             raise FrameError("Content too long")
+        # The one user-text policy (core/text.py), as for messages: controls and bidi
+        # overrides refused, markup dropped, the rest HTML-escaped.
+        reason = refusal(content, multiline=True)
+        if reason is not None:
+            raise FrameError(reason)
+        content = safe_text("content", content, multiline=True)
+        if not content:
+            raise FrameError("Content is empty once markup is removed")
         if "to" not in frame:
             echo: dict[str, Any] = {"type": "echo", "content": content, "receivedAt": now_iso()}
             timestamp = short_text(frame.get("timestamp"))
