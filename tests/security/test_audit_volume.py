@@ -73,7 +73,9 @@ async def test_a_flood_of_anonymous_refusals_writes_a_bounded_amount(
             assert response.status_code == 401
         # Within the minute: the first DETAIL in full, the rest only counted so far.
         rows = (await rejected_rows(db))[before:]
-        assert len(rows) <= 2 * DETAIL, len(rows)  # 2: the flood may straddle a minute
+        # The flood may straddle a minute (2 x DETAIL), and the first minute's count be
+        # written meanwhile.
+        assert len(rows) <= 2 * DETAIL + 1, len(rows)
     # Stopping writes the counts (a running service writes them once the minute is over).
     rows = (await rejected_rows(db))[before:]
     counted = [row for row in rows if row.get("aggregated")]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from agora.core.settings import Settings
+from agora.grpc.malformed import MalformedRequests
 
 log = logging.getLogger("agora.grpc")
 
@@ -70,10 +71,11 @@ class GrpcServer:
 
     async def start(self) -> int:
         server = grpc.aio.server(
+            interceptors=[MalformedRequests()],  # no DecodeError class names to clients
             options=[
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ]
+            ],
         )
         for register in self.registrars:
             register(server)
