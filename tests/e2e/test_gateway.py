@@ -292,6 +292,13 @@ async def chat_and_presence(
     ack), alice leaves (leave). alice's and bob's sockets open on the given bases."""
     alice, alice_token = await logged_in(client, f"{prefix}a")
     bob, bob_token = await logged_in(client, f"{prefix}b")
+    # Chat and presence reach only people who share a conversation (docs/social.md).
+    direct = await client.post(
+        "/api/v1/conversations",
+        json={"kind": "direct", "user_id": bob["id"]},
+        headers={"Authorization": f"Bearer {alice_token}"},
+    )
+    assert direct.status_code in (200, 201), direct.text
 
     async with await Socket.open(bob_base, await ticket(client, bob_token)) as bob_socket:
         assert (await bob_socket.receive())["type"] == "connected"

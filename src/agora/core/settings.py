@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     presence_recheck_interval: float = Field(15.0, gt=0)
     presence_max_users: int = Field(500, ge=1)
     social_max_content_chars: int = Field(4000, ge=1)
+    # Whom a social chat and presence.query reach: users who share a messaging
+    # conversation with the sender (read in the same database), or anyone.
+    social_chat_reach: Literal["conversations", "anyone"] = "conversations"
     social_messages_per_window: int = Field(1000, ge=1)
     social_message_window: float = Field(3600.0, gt=0)
     social_connections_per_ip: int = Field(60, ge=1)
