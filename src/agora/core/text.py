@@ -30,7 +30,7 @@ import re
 from typing import Annotated
 
 import nh3
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from agora.core.errors import Invalid
 
@@ -39,6 +39,16 @@ _REFUSED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-
 # In one-line fields, tab, LF and CR too.
 _REFUSED_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+# Rule 1 as JSON-schema patterns, for the OpenAPI document (clients and fuzzers learn
+# what is refused); `refusal` is what enforces it.
+# (Lone surrogates, refused too, are left out: no regex dialect spells them the same.)
+LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
+TEXT_PATTERN = (
+    r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
+)
+LINE_SCHEMA = Field(json_schema_extra={"pattern": LINE_PATTERN})
+TEXT_SCHEMA = Field(json_schema_extra={"pattern": TEXT_PATTERN})
 
 BODY_TAGS = frozenset(
     {"p", "br", "b", "strong", "i", "em", "u", "s", "code", "pre", "blockquote"}
@@ -129,7 +139,7 @@ def _display(value: str) -> str:
 # For pydantic request models: a 422 with the field's name, through the usual handler.
 LINE_RULE = AfterValidator(_line)
 """Rule 1 for a one-line field, as pydantic metadata (`Annotated[EmailStr, LINE_RULE]`)."""
-Line = Annotated[str, LINE_RULE]
+Line = Annotated[str, LINE_RULE, LINE_SCHEMA]
 """A one-line field kept as sent (logins, e-mails): rule 1 only."""
-DisplayText = Annotated[str, AfterValidator(_display)]
+DisplayText = Annotated[str, AfterValidator(_display), LINE_SCHEMA]
 """A one-line field shown to others (display names): rules 1 and 2."""

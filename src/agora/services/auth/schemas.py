@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, EmailStr, Field
 
-from agora.core.text import LINE_RULE, DisplayText, Line
+from agora.core.text import LINE_RULE, LINE_SCHEMA, DisplayText, Line
 
 LOGIN_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 
@@ -17,7 +17,7 @@ class RegisterRequest(BaseModel):
     password: str = Field(min_length=8, max_length=128)
     # The user-text policy (core/text.py): a control character is a 422 in every field;
     # the display name is stored as safe text (markup dropped, `&<>"'` escaped).
-    email: Annotated[EmailStr, LINE_RULE]
+    email: Annotated[EmailStr, LINE_RULE, LINE_SCHEMA]
     name: DisplayText = Field(min_length=1, max_length=200)
 
 
