@@ -26,6 +26,7 @@ from agora.core.settings import Settings, with_dev_secret
 from agora.core.settings_errors import explain, unknown_variables
 from agora.grpc.server import REUSE_PORT_ENV as GRPC_REUSE_PORT_ENV
 from agora.runtime import cluster
+from agora.runtime.data_dir import private_data_dir
 from agora.runtime.database_gate import (
     UNREACHABLE,
     DatabaseRefused,
@@ -33,9 +34,8 @@ from agora.runtime.database_gate import (
     require_current_schema,
     unreachable,
 )
-from agora.runtime.nginx import APP_KEEP_ALIVE_SECONDS
+from agora.runtime.http_server import uvicorn_options
 from agora.runtime.registry import NAMES as SERVICE_NAMES
-from agora.runtime.websocket_protocol import websocket_protocol
 
 if TYPE_CHECKING:
     from agora.runtime.process import ProcessApp
@@ -100,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # The embedded cache, bus and pub/sub live inside one process: with several
         # workers a logout revoked in one worker would still pass in another.
         refuse(["--workers > 1 needs AGORA_REDIS_URL: the embedded backends are one process's"])
+    private_data_dir(checked)  # before anything is written there (the dev secret, SQLite)
     settings = with_dev_secret(checked)
     configure_logs(settings)
     service = args.service or "all"
@@ -119,27 +120,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         host=settings.host,
         port=settings.port,
         workers=args.workers,
-        # uvicorn's loggers keep ours (agora.core.logs); agora.access replaces its access log.
-        log_config=None,
-        access_log=False,
-        ws_max_size=settings.ws_max_message_bytes,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
-        # Frames are small JSON; permessage-deflate would keep a zlib context per
-        # socket (about 35 KiB each, measured in bench.social_bench --deflate).
-        ws_per_message_deflate=False,
+        **uvicorn_options(settings),  # header caps (431), no `server:` header, sockets
         # uvicorn kills a worker that does not answer its health ping within this many
         # seconds (5 by default); a worker still importing on a loaded machine took
         # longer and was killed and restarted forever.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
-        # A socket we end is gone within the grace whatever the peer does (issue 15 §1).
-        ws=websocket_protocol(
-            abort_after=settings.ws_close_grace,
-            user_timeout=settings.ws_ping_interval + settings.ws_ping_timeout,
-        ),
-        # Longer than nginx's upstream keepalive_timeout: nginx, not us, closes an idle
-        # upstream connection, so it never sends a request on one we are closing.
-        timeout_keep_alive=APP_KEEP_ALIVE_SECONDS,
     )
 
 

@@ -10,6 +10,7 @@ instance is refused on the other.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import httpx
 import orjson
 import pytest
 
+from agora.db.engine import Database, utcnow
 from agora.runtime import nginx
 from agora.runtime.cluster import Cluster
+from agora.services.messaging.repository import MessagingRepository
 from tests.e2e.gateway import (
     WS_PATH,
     Socket,
@@ -285,13 +288,32 @@ async def test_socket_through_nginx_welcome_echo_and_reuse(
     assert (await access_token.refused())[:2] == ("Invalid token type", 4403)
 
 
+async def share_a_conversation(database_url: str, *user_ids: str) -> None:
+    database = Database(database_url)
+    try:
+        async with database.transaction() as session:
+            repository = MessagingRepository(session)
+            conversation_id, now = uuid.uuid4().hex, utcnow()
+            await repository.add_conversation(
+                {"id": conversation_id, "kind": "group", "title": "e2e", "owner_id": user_ids[0],
+                 "created_at": now, "last_activity_at": now, "last_seq": 0, "last_version": 0}
+            )  # fmt: skip
+            await repository.add_members(conversation_id, user_ids, now, 0)
+    finally:
+        await database.close()
+
+
 async def chat_and_presence(
-    client: httpx.AsyncClient, alice_base: str, bob_base: str, prefix: str
+    client: httpx.AsyncClient, database_url: str, alice_base: str, bob_base: str, prefix: str
 ) -> None:
     """bob watches alice; alice comes online (join), they chat both ways (delivered +
     ack), alice leaves (leave). alice's and bob's sockets open on the given bases."""
     alice, alice_token = await logged_in(client, f"{prefix}a")
     bob, bob_token = await logged_in(client, f"{prefix}b")
+    # Chat and presence reach only people who share a messaging conversation
+    # (docs/social.md); no messaging runs here, so the rows go straight into the
+    # deployment's database, which social reads.
+    await share_a_conversation(database_url, alice["id"], bob["id"])
 
     async with await Socket.open(bob_base, await ticket(client, bob_token)) as bob_socket:
         assert (await bob_socket.receive())["type"] == "connected"
@@ -325,13 +347,13 @@ async def chat_and_presence(
 
 
 async def test_chat_and_presence_across_two_instances(
-    gateway: Cluster, client: httpx.AsyncClient
+    services: Deployment, gateway: Cluster, client: httpx.AsyncClient
 ) -> None:
     """alice on social.1, bob on social.2, each connected to its instance directly."""
     instance_a, instance_b = (
         gateway.instances[name].url.replace("http://", "ws://") for name in SOCIAL
     )
-    await chat_and_presence(client, instance_a, instance_b, "gwx")
+    await chat_and_presence(client, services.database_url, instance_a, instance_b, "gwx")
 
 
 async def test_chat_and_presence_through_nginx(
@@ -340,7 +362,7 @@ async def test_chat_and_presence_through_nginx(
     """The same flow with both sockets through nginx, which (least_conn) puts the second
     socket on the instance without one: the two users are on different instances."""
     since = len(nginx_log(gateway, "access.log"))
-    await chat_and_presence(client, gateway.ws_url, gateway.ws_url, "gwn")
+    await chat_and_presence(client, services.database_url, gateway.ws_url, gateway.ws_url, "gwn")
 
     async def both_logged() -> list[str] | None:
         upstreams = socket_upstreams(gateway, WS_PATH, since)

@@ -74,6 +74,10 @@ async def running_agora(data_dir: Path, **overrides: Any) -> AsyncIterator[Agora
     data_dir.mkdir(parents=True, exist_ok=True)
     if not overrides.get("database_url"):
         overrides["database_url"] = await sqlite_url(data_dir)
+    # A module's deployment sees hundreds of refused tokens a minute from one client, and
+    # the token tests read each refusal's audit line: every one is written in full here.
+    # tests/security/test_audit_volume.py runs with the default.
+    overrides.setdefault("audit_refusal_detail_per_minute", 1_000_000)
     settings = make_settings(data_dir, **overrides)
     app = create_embedded_app(settings)
     async with app.running():

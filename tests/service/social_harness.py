@@ -55,6 +55,9 @@ def social_settings(tmp_path: Path, **overrides: object) -> Settings:
         "ws_close_grace": 0.5,
         "presence_ttl": 3.0,
         "presence_recheck_interval": 1.0,
+        # These tests are about the socket's mechanics between any two users; who may
+        # reach whom is tests/security/test_social_reach.py's, on the default.
+        "social_chat_reach": "anyone",
     }
     values.update(overrides)
     return make_settings(tmp_path, **values)

@@ -557,8 +557,9 @@ async def test_text_is_sanitized_and_suspicious_content_audited(world: World) ->
         await world.send(a, conversation, '<img src=x onerror="alert(1)">')
     flood = await world.send(a, conversation, "ha" * 100)
     assert flood.text == "ha" * 100
-    quiet = await world.send(a, conversation, "nothing to see\x00 here")
-    assert quiet.text == "nothing to see here"
+    for control in ("\x00", "\x1b", "\u202e"):  # the user-text policy: refused, not stripped
+        with pytest.raises(Invalid):
+            await world.send(a, conversation, f"nothing to see{control} here")
 
     audited = await world.audits("messaging.suspicious_content")
     assert [entry["patterns"] for entry in audited] == [

@@ -254,7 +254,7 @@ async def test_only_the_owner_sees_changes_or_deletes(stack: Stack) -> None:
     assert got.json() == mine
     patched = await stack.client.patch(path, json={"body": "edited"}, headers=alice)
     assert patched.status_code == 200
-    assert patched.json()["title"] == "Alice's" and patched.json()["body"] == "edited"
+    assert patched.json()["title"] == "Alice&#x27;s" and patched.json()["body"] == "edited"
     assert patched.json()["updated_at"] >= mine["updated_at"]
     assert (await stack.client.delete(path, headers=alice)).status_code == 204
     assert (await stack.client.get(path, headers=alice)).status_code == 404

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Index, Integer, String, Table, Text, insert
+from sqlalchemy import Index, Integer, String, Table, Text, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,7 +25,10 @@ from agora.db.engine import Base, Database, UTCDateTime, utcnow
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_event", "event", "at"),)
+    __table_args__ = (
+        Index("ix_audit_events_event", "event", "at"),
+        Index("ix_audit_events_at", "at"),  # the retention purge
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(64))
@@ -86,3 +89,25 @@ def database_sink(db: Database, timeout: float = STORE_TIMEOUT) -> AuditSink:
             await store_audit_event(db, entry)
 
     return sink
+
+
+# Rows deleted per statement: a purge after a long pause never holds a long lock.
+PURGE_BATCH = 5_000
+
+
+async def purge_audit_events(db: Database, older_than: timedelta) -> int:
+    """Deletes the rows whose `at` is more than `older_than` ago; returns how many."""
+    cutoff = utcnow() - older_than
+    deleted = 0
+    while True:
+        # In batches by id (SQLite and PostgreSQL have no DELETE ... LIMIT in common),
+        # found through `ix_audit_events_at`.
+        batch = (
+            select(audit_table.c.id).where(audit_table.c.at < cutoff).limit(PURGE_BATCH)
+        ).scalar_subquery()
+        async with db.transaction() as session:
+            result = await session.execute(delete(audit_table).where(audit_table.c.id.in_(batch)))
+        count = int(getattr(result, "rowcount", 0) or 0)
+        deleted += count
+        if count < PURGE_BATCH:
+            return deleted

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
 
     # HTTP limits and browser policy (agora.web.security).
     max_body_bytes: int = Field(1_048_576, ge=1)
+    # The request line and headers of one request, when uvicorn is reached without nginx
+    # (agora.runtime.http_server): over it, or over MAX_HEADER_COUNT fields, 431.
+    max_header_bytes: int = Field(32_768, ge=1024, le=1_048_576)
+
+    # Audit trail (agora.core.audit): rows older than this many days are deleted (0: kept
+    # forever); past this many 401s per source, reason and minute, only a count is written.
+    audit_retention_days: int = Field(90, ge=0)
+    audit_refusal_detail_per_minute: int = Field(10, ge=0)
     # Origins allowed to call the API from a browser, with cookies; empty means CORS off.
     # A JSON list or comma-separated: AGORA_CORS_ORIGINS=https://app.example.com,...
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -176,6 +184,9 @@ class Settings(BaseSettings):
     presence_recheck_interval: float = Field(15.0, gt=0)
     presence_max_users: int = Field(500, ge=1)
     social_max_content_chars: int = Field(4000, ge=1)
+    # Whom a social chat and presence.query reach: users who share a messaging
+    # conversation with the sender (read in the same database), or anyone.
+    social_chat_reach: Literal["conversations", "anyone"] = "conversations"
     social_messages_per_window: int = Field(1000, ge=1)
     social_message_window: float = Field(3600.0, gt=0)
     social_connections_per_ip: int = Field(60, ge=1)

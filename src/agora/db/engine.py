@@ -66,18 +66,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """`hide_parameters`: a failing statement's error (and so any traceback logged) never
+    carries its parameters, which can be password hashes, e-mails, tokens (issue 11 §4)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # No pre-ping (a round trip on every checkout). A connection that died in the pool
     # (PostgreSQL restarted) fails its first use with `connection_invalidated`; SQLAlchemy
     # then discards every connection pooled before, so a retry gets a fresh one.
     # Recycling bounds a connection's age (idle-killing firewalls, server timeouts).
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_recycle=300)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_recycle=300, hide_parameters=True
+    )
 
 
 class Database:

@@ -78,13 +78,13 @@ class GrpcAuthenticator:
         try:
             identity = await self.guard.verify(token)
         except TokenError as error:
-            await self.audit.record(
+            await self.audit.refusal(  # counted per source past the first few (core/audit)
                 "auth.rejected",
-                status=401,
+                ip=ip,
                 reason=error.reason,
+                status=401,
                 method=method,
                 transport="grpc",
-                ip=ip,
             )
             raise TokenRejected(error) from None
         assert token is not None  # verify refuses a missing token

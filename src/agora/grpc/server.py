@@ -25,6 +25,7 @@ import grpc
 
 from agora.core.settings import Settings
 from agora.grpc.introspection import Introspection, ServiceNames
+from agora.grpc.malformed import MalformedRequests
 
 log = logging.getLogger("agora.grpc")
 
@@ -75,10 +76,11 @@ class GrpcServer:
 
     async def start(self) -> int:
         server = grpc.aio.server(
+            interceptors=[MalformedRequests()],  # no DecodeError class names to clients
             options=[
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ]
+            ],
         )
         recorder = ServiceNames(server)
         for register in self.registrars:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from agora.db.engine import Database
 from agora.ports.bus import Bus
 from agora.ports.cache import Cache
+from agora.ports.contacts import Contacts
 from agora.ports.presence import Presence
 from agora.ports.pubsub import PubSub
 
@@ -23,6 +24,8 @@ class Backends:
     bus: Bus
     pubsub: PubSub
     presence: Presence
+    # Who shares a conversation with whom (social's chat reach); None: nobody.
+    contacts: Contacts | None = None
 
     async def start(self) -> None:
         await self.bus.start()

@@ -63,12 +63,17 @@ def build_presence(settings: Settings) -> Presence:
 
 
 def build_backends(settings: Settings) -> Backends:
+    from agora.services.messaging.contacts import ConversationContacts
+
+    database = Database(settings.resolved_database_url)
     return Backends(
-        database=Database(settings.resolved_database_url),
+        database=database,
         cache=build_cache(settings),
         bus=build_bus(settings),
         pubsub=build_pubsub(settings),
         presence=build_presence(settings),
+        # Messaging's members, read in the same database (social's chat reach).
+        contacts=ConversationContacts(database),
     )
 
 

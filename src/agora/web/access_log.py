@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agora.core.audit import bounded
 from agora.core.logs import SCOPE_ROUTE, SCOPE_USER_ID, printable, redact
 
 log = logging.getLogger("agora.access")
@@ -88,7 +89,9 @@ class AccessLog:
 
 def _write(scope: Scope, method: str, status: int, started: float) -> None:
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    path = printable(scope["path"])  # decoded: %0A or %1B in a URL would be raw here
+    # Decoded: %0A or %1B in a URL would be raw here. Bounded: a 64 KB path costs the
+    # log 256 characters (issue 11 §3).
+    path = bounded(printable(scope["path"]))
     fields: dict[str, Any] = {
         "method": method,
         "path": path,
@@ -101,7 +104,7 @@ def _write(scope: Scope, method: str, status: int, started: float) -> None:
     query = scope.get("query_string")
     # A socket's query string carries its ticket: never written, whatever its name.
     if query and method != "WS":
-        fields["query"] = printable(redact(query.decode("latin-1")))
+        fields["query"] = bounded(printable(redact(query.decode("latin-1"))))
     log.info("%s %s %s %.1fms", method, path, status, duration_ms, extra=fields)
 
 

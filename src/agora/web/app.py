@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 
 from agora import __version__
-from agora.adapters.audit_database import database_sink
+from agora.adapters.audit_database import database_sink, purge_audit_events
 from agora.core.audit import Audit
+from agora.core.background import Periodic
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
 from agora.security.guard import TokenGuard
@@ -22,6 +24,10 @@ from agora.web.security import install_http_policy
 from agora.web.service_app import ServiceApp
 
 Hook = Callable[[], Awaitable[None]]
+# Counts of anonymous refusals are written this long at most after their minute ends;
+# rows past the retention are deleted this often.
+AUDIT_FLUSH_INTERVAL = 10.0
+AUDIT_PURGE_INTERVAL = 3600.0
 
 
 def token_service(settings: Settings) -> TokenService:
@@ -66,10 +72,30 @@ def build_service_app(
         max_token_age=settings.token_ttl + settings.token_leeway,
     )
 
+    # Every service stores its audit events in its own database, besides logging them.
+    service_audit = audit or Audit(
+        name,
+        sink=database_sink(backends.database),
+        refusal_detail=settings.audit_refusal_detail_per_minute,
+    )
+    audit_upkeep = Periodic()
+
+    async def flush() -> None:
+        await service_audit.flush_refusals()
+
+    async def purge() -> None:
+        await purge_audit_events(backends.database, timedelta(days=settings.audit_retention_days))
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await keys.start()
         await revocations.start()
+        jobs: list[tuple[float, Hook, str]] = [
+            (AUDIT_FLUSH_INTERVAL, flush, f"{name}-audit-refusals")
+        ]
+        if settings.audit_retention_days:
+            jobs.append((AUDIT_PURGE_INTERVAL, purge, f"{name}-audit-retention"))
+        audit_upkeep.start(*jobs)
         for hook in on_start:
             await hook()
         try:
@@ -77,11 +103,11 @@ def build_service_app(
         finally:
             for hook in reversed(on_stop):
                 await hook()
+            await audit_upkeep.stop()
+            await service_audit.flush_refusals(everything=True)  # the counts so far
             await revocations.stop()
             await keys.stop()
 
-    # Every service stores its audit events in its own database, besides logging them.
-    service_audit = audit or Audit(name, sink=database_sink(backends.database))
     context = ServiceContext(
         name=name,
         settings=settings,

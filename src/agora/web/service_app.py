@@ -29,6 +29,10 @@ class ServiceApp(FastAPI):
     """
 
     def __init__(self, *, context: ServiceContext, hsts: bool, **kwargs: Any) -> None:
+        # No trailing-slash redirects: Starlette writes them as absolute URLs built from
+        # the request's Host header, so a forged Host came back in `location` (issue 11).
+        # `/x/` for `/x` is a 404 like any other unknown path.
+        kwargs.setdefault("redirect_slashes", False)
         super().__init__(**kwargs)
         self.context = context
         self.hsts = hsts

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from agora.core.errors import Invalid, NotFound
+from agora.core.text import shown
 from agora.db.engine import Database
 from agora.grpc.auth import Caller, GrpcAuthenticator, authenticated_rpc
 from agora.grpc.server import Registrar
@@ -37,7 +38,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
             rows = await UserRepository(session).by_ids(ids)
         by_id = {row.id: row for row in rows}
         return [
-            users_pb2.User(id=str(i), login=by_id[i].login, name=by_id[i].name)
+            users_pb2.User(id=str(i), login=by_id[i].login, name=shown(by_id[i].name))
             for i in ids
             if i in by_id
         ]

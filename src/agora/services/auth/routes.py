@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
+from agora.core.text import shown
 from agora.services.auth.deps import AuthServiceDep
 from agora.services.auth.schemas import (
     LoginRequest,
@@ -81,7 +82,7 @@ def user_out(user: Any) -> UserOut:
         id=str(user.id),
         login=user.login,
         email=user.email,
-        name=user.name,
+        name=shown(user.name),  # safe text, also for a name stored before the policy
         created_at=user.created_at,
     )
 

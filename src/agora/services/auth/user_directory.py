@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agora.core.text import shown
 from agora.db.engine import Database
 from agora.ports.users import MAX_BATCH, UserInfo, account_ids
 from agora.services.auth.repository import UserRepository
@@ -31,5 +32,5 @@ class LocalUserDirectory:
             repository = UserRepository(session)
             for start in range(0, len(ids), MAX_BATCH):
                 for user in await repository.by_ids(ids[start : start + MAX_BATCH]):
-                    found[str(user.id)] = UserInfo(str(user.id), user.login, user.name)
+                    found[str(user.id)] = UserInfo(str(user.id), user.login, shown(user.name))
         return found

@@ -1,14 +1,16 @@
 """What users write, made safe: text sanitizing and suspicious-pattern detection.
 
-Stored text is *safe text*: the output of `nh3.clean` with no tag allowed (nh3 binds the
-Rust `ammonia` sanitizer). Markup is dropped (the contents of `<script>` and `<style>`
-too), and the result is HTML-escaped text in a canonical form:
+Stored text is *safe text*, as `agora.core.text` (the one policy for user text,
+docs/security.md) defines it: control characters are refused (422), markup is dropped
+(the contents of `<script>` and `<style>` too), and the result is HTML-escaped text in a
+canonical form:
 
-- exactly `&amp;`, `&lt;`, `&gt;` and `&nbsp;` remain as entities; every other entity
-  the user wrote is decoded (`&#106;` becomes `j`, `&eacute;` becomes `é`), quotes stay
-  as they are;
-- so it can be put into HTML as is, and a client that shows plain text gets the words
-  back with `html.unescape(text)` (`a < b & c` is stored as `a &lt; b &amp; c`);
+- exactly `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&#x27;` and `&nbsp;` remain as entities;
+  every other entity the user wrote is decoded (`&#106;` becomes `j`, `&eacute;`
+  becomes `é`);
+- so it can be put into HTML as is, in element content or a quoted attribute, and a
+  client that shows plain text gets the words back with `html.unescape(text)`
+  (`a < b & c` is stored as `a &lt; b &amp; c`);
 - sanitizing is idempotent: a client that sends back the stored text (escaped) or its
   unescaped form stores the same thing again, so edits never double-escape.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import html
 import re
 
-import nh3
+from agora.core.text import readable, safe_text
 
 # Patterns worth an audit event; names are what the audit entry lists.
 SUSPICIOUS: dict[str, re.Pattern[str]] = {
@@ -45,9 +47,9 @@ SUSPICIOUS: dict[str, re.Pattern[str]] = {
 REPEATED_RUN_MIN = 64
 REPEATED_RUN = re.compile(rf"(.{{1,8}}?)\1{{{REPEATED_RUN_MIN - 1},}}", re.DOTALL)
 
-# C0 controls other than tab, newline and carriage return; NUL would also break
-# PostgreSQL text. Lone surrogates (from JSON "\ud800") cannot be stored either.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls other than tab, newline and carriage return. Only for names that do not
+# come from a user's typing (an upload's file name): typed text is refused instead.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(raw: str) -> str:
@@ -55,14 +57,17 @@ def printable(raw: str) -> str:
     return CONTROL.sub("", raw.encode("utf-8", "replace").decode("utf-8"))
 
 
-def clean_text(raw: str) -> str:
-    """Safe text (see the module docstring), stripped of surrounding whitespace."""
-    return nh3.clean(printable(raw), tags=set()).strip()
+def clean_text(raw: str, field: str = "text") -> str:
+    """Safe text of typed text (see the module docstring): 422 on a control character."""
+    return safe_text(field, raw, multiline=True)
 
 
-def readable(safe: str) -> str:
-    """What safe text shows to a reader: its entities decoded."""
-    return html.unescape(safe)
+def clean_name(raw: str) -> str:
+    """Safe text of a name a program made up (a file name): controls removed, not refused."""
+    return safe_text("name", " ".join(printable(raw).splitlines()).replace("\t", " "))
+
+
+__all__ = ["clean_name", "clean_text", "printable", "readable", "suspicious_patterns"]
 
 
 def suspicious_patterns(raw: str) -> list[str]:

@@ -130,6 +130,18 @@ class MessagingRepository:
             found[row.conversation_id].append(row.user_id)
         return found
 
+    async def contacts_among(self, user_id: str, others: Collection[str]) -> set[str]:
+        """Those of `others` who are members of a conversation `user_id` is a member of."""
+        mine = members.alias("mine")
+        theirs = members.alias("theirs")
+        rows = await self._all(
+            select(theirs.c.user_id)
+            .distinct()
+            .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+            .where(mine.c.user_id == user_id, theirs.c.user_id.in_(list(others)))
+        )
+        return {row.user_id for row in rows}
+
     async def conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._first(select(conversations).where(conversations.c.id == conversation_id))
         if row is None:

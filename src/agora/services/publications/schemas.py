@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agora.core.text import LINE_PATTERN, TEXT_PATTERN
+
 MAX_TITLE = 200
 MAX_BODY = 10_000
 # Ids are PostgreSQL INTEGERs: anything larger cannot exist (and must not reach SQL).
@@ -18,8 +20,19 @@ MAX_ID = 2**31 - 1
 class PublicationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=MAX_TITLE, examples=["Hello"])
-    body: str = Field("", max_length=MAX_BODY, examples=["<p>First post</p>"])
+    # The user-text policy (core/text.py): the patterns document what the service refuses.
+    title: str = Field(
+        min_length=1,
+        max_length=MAX_TITLE,
+        json_schema_extra={"pattern": LINE_PATTERN},
+        examples=["Hello"],
+    )
+    body: str = Field(
+        "",
+        max_length=MAX_BODY,
+        json_schema_extra={"pattern": TEXT_PATTERN},
+        examples=["<p>First post</p>"],
+    )
 
 
 class PublicationUpdate(BaseModel):
@@ -34,8 +47,10 @@ class PublicationUpdate(BaseModel):
         },
     )
 
-    title: str | None = Field(None, min_length=1, max_length=MAX_TITLE)
-    body: str | None = Field(None, max_length=MAX_BODY)
+    title: str | None = Field(
+        None, min_length=1, max_length=MAX_TITLE, json_schema_extra={"pattern": LINE_PATTERN}
+    )
+    body: str | None = Field(None, max_length=MAX_BODY, json_schema_extra={"pattern": TEXT_PATTERN})
 
     @model_validator(mode="after")
     def _something_to_change(self) -> PublicationUpdate:

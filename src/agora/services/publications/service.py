@@ -1,20 +1,21 @@
 """Publications: each user's own posts, stored already safe against XSS.
 
-Markup is cleaned on the way in (nh3, a binding of the Rust `ammonia` sanitizer), so
-whatever reads the table later (this API, a template, an export) gets safe HTML: a
-title is plain text with `&`, `<` and `>` escaped; a body keeps only `BODY_TAGS`,
-links only with http(s)/mailto targets and `rel="noopener noreferrer"`. Scripts,
-styles, event handler attributes and `javascript:` URLs never survive.
+Markup is cleaned on the way in by the one text policy (`agora.core.text`: nh3, a
+binding of the Rust `ammonia` sanitizer), so whatever reads the table later (this API,
+a template, an export) gets safe HTML: a title is safe text (`&`, `<`, `>` and quotes
+escaped); a body keeps only `BODY_TAGS`, links only to absolute http(s)/mailto targets
+with `rel="noopener noreferrer"`. Scripts, styles, event handler attributes and
+`javascript:` URLs never survive; control characters are a 422.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import nh3
 from sqlalchemy.orm.exc import StaleDataError
 
 from agora.core.errors import AgoraError, NotFound
+from agora.core.text import safe_html, safe_text
 from agora.db.engine import Database, utcnow
 from agora.services.publications.models import Publication
 from agora.services.publications.page_cache import PublicationPageCache
@@ -28,24 +29,6 @@ from agora.services.publications.schemas import (
     parse_id,
 )
 
-BODY_TAGS = {
-    "p",
-    "br",
-    "b",
-    "strong",
-    "i",
-    "em",
-    "u",
-    "s",
-    "code",
-    "pre",
-    "blockquote",
-    "ul",
-    "ol",
-    "li",
-    "a",
-}
-BODY_ATTRIBUTES = {"a": {"href", "title"}}
 NOT_FOUND = "Not found"
 
 
@@ -56,14 +39,14 @@ class InvalidInput(AgoraError):
 
 
 def clean_title(title: str) -> str:
-    cleaned = nh3.clean(title, tags=set()).strip()
+    cleaned = safe_text("title", title)
     if not cleaned:
         raise InvalidInput("title is empty once markup is removed")
     return cleaned
 
 
 def clean_body(body: str) -> str:
-    return nh3.clean(body, tags=BODY_TAGS, attributes=BODY_ATTRIBUTES)
+    return safe_html("body", body)
 
 
 class PublicationService:

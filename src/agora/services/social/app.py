@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agora.core.settings import Settings
 from agora.ports.backends import Backends
+from agora.ports.contacts import EVERYONE, NOBODY
 from agora.realtime.kit import build_realtime
 from agora.services.social.deps import SocialServices
 from agora.services.social.routes import SOCKET, router
@@ -58,6 +59,11 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
             ),
         ),
         max_content_chars=settings.social_max_content_chars,
+        contacts=(
+            EVERYONE
+            if settings.social_chat_reach == "anyone"
+            else backends.contacts or NOBODY  # closed when no answer can be had
+        ),
     )
     # The endpoint itself, no wrapper: its frame would live as long as each socket.
     app.add_socket_route(SOCKET, social_socket.handle)

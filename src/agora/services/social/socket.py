@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from agora.core.text import refusal, safe_text
+from agora.ports.contacts import NOBODY, Contacts
 from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.connection import Connection, error_frame
 from agora.realtime.endpoint import SocketEndpoint
@@ -51,8 +53,16 @@ def short_text(value: object) -> str | None:
 
 
 class SocialSocket(SocketEndpoint):
-    def __init__(self, *, max_content_chars: int, max_presence_users: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_content_chars: int,
+        max_presence_users: int,
+        contacts: Contacts = NOBODY,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.contacts = contacts
         self.max_content_chars = max_content_chars
         self.max_presence_users = max_presence_users
         self._handlers = {
@@ -95,6 +105,14 @@ class SocialSocket(SocketEndpoint):
             raise FrameError("Content must be a string")
         if len(content) > self.max_content_chars:
             raise FrameError("Content too long")
+        # The one user-text policy (core/text.py), as for messages: controls and bidi
+        # overrides refused, markup dropped, the rest HTML-escaped.
+        reason = refusal(content, multiline=True)
+        if reason is not None:
+            raise FrameError(reason)
+        content = safe_text("content", content, multiline=True)
+        if not content:
+            raise FrameError("Content is empty once markup is removed")
         if "to" not in frame:
             echo: dict[str, Any] = {"type": "echo", "content": content, "receivedAt": now_iso()}
             timestamp = short_text(frame.get("timestamp"))
@@ -105,6 +123,10 @@ class SocialSocket(SocketEndpoint):
         recipient = user_id_of(frame["to"])
         if recipient is None:
             raise FrameError("Invalid recipient")
+        # Only to someone the sender shares a conversation with; an unknown user and a
+        # stranger get the same answer, and neither an ack (AGORA_SOCIAL_CHAT_REACH).
+        if recipient not in await self.contacts.among(conn.user_id, [recipient]):
+            raise FrameError("Unknown recipient")
         message_id = uuid.uuid4().hex
         sent_at = now_iso()
         client_id = short_text(frame.get("id"))
@@ -148,13 +170,20 @@ class SocialSocket(SocketEndpoint):
             raise FrameError("users must be a list of user ids")
         return list(dict.fromkeys(user for user in ids if user is not None))
 
-    async def _presence_query(self, conn: Connection, frame: dict[str, Any]) -> None:
+    async def _contacts(self, conn: Connection, frame: dict[str, Any]) -> list[str]:
+        """The frame's users the caller may know about (AGORA_SOCIAL_CHAT_REACH): about
+        anyone else presence answers nothing, as for a user who is offline."""
         users = self._users(frame)
+        allowed = await self.contacts.among(conn.user_id, users)
+        return [user for user in users if user in allowed or user == conn.user_id]
+
+    async def _presence_query(self, conn: Connection, frame: dict[str, Any]) -> None:
+        users = await self._contacts(conn, frame)
         online = await self.presence.online(users)
         conn.send(dumps({"type": "presence", "online": [u for u in users if u in online]}))
 
     async def _presence_watch(self, conn: Connection, frame: dict[str, Any]) -> None:
-        users = self._users(frame)
+        users = await self._contacts(conn, frame)
         if len(conn.watching | set(users)) > self.max_presence_users:
             raise FrameError(f"At most {self.max_presence_users} watched users")
         online = await self.presence.watch(conn, users)

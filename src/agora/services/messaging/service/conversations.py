@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from agora.core.errors import Invalid, NotFound, ServiceUnavailable
+from agora.core.text import safe_text
 from agora.db.engine import utcnow
 from agora.ports.users import UserInfo, UsersUnavailable
 from agora.services.messaging import validation
-from agora.services.messaging.content import clean_text
 from agora.services.messaging.domain import Actor, Conversation, ConversationSummary
 from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.service.base import ServiceCore
@@ -220,7 +220,7 @@ class ConversationRules(ServiceCore):
         limit = self.settings.messaging_group_max_title_chars
         if len(title.strip()) > limit:
             raise Invalid("title", f"Title longer than {limit} characters")
-        clean = clean_text(title)
+        clean = safe_text("title", title)  # one line: newlines are refused too
         if not clean:
             raise Invalid("title", "Title is empty")
         await self._audit_suspicious(actor, title, field="title")

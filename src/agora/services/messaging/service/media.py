@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from agora.core.errors import Invalid, NotFound, UnsupportedMediaType
 from agora.db.engine import utcnow
 from agora.services.messaging import validation
-from agora.services.messaging.content import clean_text
+from agora.services.messaging.content import clean_name
 from agora.services.messaging.domain import Actor, MediaRef
 from agora.services.messaging.media_types import SNIFF_BYTES, matches, normalize
 from agora.services.messaging.repository import MessagingRepository
@@ -110,4 +110,4 @@ async def _checked_stream(content_type: str, chunks: AsyncIterator[bytes]) -> As
 def _filename(raw: object) -> str:
     """The last path component, as safe text (like messages), never empty."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(raw, str) else ""
-    return clean_text(name[-MAX_FILENAME_CHARS:]) or "upload"
+    return clean_name(name[-MAX_FILENAME_CHARS:]) or "upload"

@@ -1,6 +1,6 @@
 """auth: live sessions (one row per access token until its logout or expiry)
 
-Revision ID: 0006_api
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_api"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
