@@ -45,7 +45,10 @@ def exercise(server: Server) -> dict[str, str]:
         ticket = client.get("/social/api/socials/connect-token", headers=bearer).json()["token"]
         secrets["ticket"] = ticket
     ws_url = server.base_url.replace("http", "ws", 1) + "/social/api/socials/ws"
-    with connect(f"{ws_url}?token={ticket}") as socket:
+    # A socket's query string is never logged, whatever its parameters are called (a
+    # client library may name the ticket anything): this one looks like no token.
+    secrets["socket_query"] = "socket-query-marker-0123456789"
+    with connect(f"{ws_url}?token={ticket}&ref={secrets['socket_query']}") as socket:
         assert json.loads(socket.recv(timeout=10))["type"] == "connected"
     with connect(f"{ws_url}?token={ticket}") as socket:  # burned: refused with a close code
         assert json.loads(socket.recv(timeout=10))["type"] == "error"
@@ -72,7 +75,7 @@ def run_server(
 
 
 def assert_no_secret(log: str, secrets: dict[str, str]) -> None:
-    for name in ("token", "forged", "query", "ticket"):
+    for name in ("token", "forged", "query", "ticket", "socket_query"):
         assert secrets[name] not in log, f"the {name} is in the log"
     assert JWT_PREFIX not in log
     assert "\x1b" not in log and "\\u001b" not in log  # no ANSI escape, raw or in JSON
@@ -97,7 +100,7 @@ def check_access(access: list[dict[str, Any]], secrets: dict[str, str]) -> None:
     assert one("POST", "/auth/api/register", 201)["route"] == "/auth/api/register"
     socket = one("WS", "/social/api/socials/ws", 1000)
     assert socket["user_id"] == user_id and socket["route"] == "/social/api/socials/ws"
-    assert socket["query"] == "token=[redacted]"
+    assert "query" not in socket
     reused = one("WS", "/social/api/socials/ws", int(secrets["refused_code"]))
     assert reused.get("user_id") is None and reused["route"] == "/social/api/socials/ws"
 
@@ -107,7 +110,12 @@ def test_json_logs(tmp_path: Path) -> None:
     records = [json.loads(line) for line in log.splitlines()]  # every line is JSON
     assert_no_secret(log, secrets)
     assert any(r["logger"] == "uvicorn.error" and "Started server" in r["message"] for r in records)
-    assert any(r["logger"] == "uvicorn.error" and "WebSocket" in r["message"] for r in records)
+    sockets = [
+        r["message"]
+        for r in records
+        if r["logger"] == "uvicorn.error" and "WebSocket" in r["message"]
+    ]
+    assert sockets and all("?" not in message for message in sockets), sockets
     check_access([r for r in records if r["logger"] == "agora.access"], secrets)
     assert any(r.get("path") == "/nowhere/\\x1b[31mred\\nINFO-forged" for r in records)
 

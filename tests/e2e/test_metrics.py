@@ -151,10 +151,11 @@ async def test_real_traffic_moves_every_family(server: Server) -> None:
     assert sum(ticket_refusals) == 1
     blocks = "agora_rate_limit_blocks_total"
     assert (
-        moved(before, after, blocks, service="auth", event="auth.login_blocked", scope="login") == 1
+        moved(before, after, blocks, service="auth", event="auth.login_blocked", scope="source")
+        == 1
     )
     assert (
-        moved(before, after, blocks, service="auth", event="auth.login_throttled", scope="login")
+        moved(before, after, blocks, service="auth", event="auth.login_throttled", scope="source")
         == 1
     )
 

@@ -44,7 +44,7 @@ def test_duplicate_login_is_refused_clearly(dev_server: Server) -> None:
     assert create_user(dev_server, login, f"{login}@example.com").returncode == 0
     again = create_user(dev_server, login.upper(), f"other-{login}@example.com")
     assert again.returncode != 0
-    assert "Login already taken" in again.stderr
+    assert "Login or email already taken" in again.stderr
     assert "Traceback" not in again.stderr and again.stdout == ""
 
 

@@ -8,14 +8,18 @@ jar keeps Secure cookies off plain http.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from agora.web.csrf import csrf_token_for
-from tests.security.support import Session, new_session, wait_active
+from agora.web.csrf import csrf_token_for, derive_csrf_key
+from tests.security.support import Session, new_session, running_agora, wait_active
+from tests.support.settings import TEST_SECRET
 
 CSRF_REFUSED = (403, {"error": "CSRF token missing or invalid"})
 NEW_POST = {"title": "Hello", "body": "from a form"}
@@ -61,7 +65,43 @@ async def test_login_hands_out_a_readable_csrf_cookie_bound_to_the_session(
     assert not jar["csrf_token"]["httponly"]  # the page must read it
     assert jar["auth_token"]["httponly"] and jar["auth_token"]["samesite"] == "strict"
     jti = jwt.decode(jar["auth_token"].value, options={"verify_signature": False})["jti"]
-    assert body["csrf_token"] == csrf_token_for(jti)
+    assert body["csrf_token"] == csrf_token_for(jti, derive_csrf_key(TEST_SECRET))
+
+
+def unkeyed_csrf(jti: str) -> str:
+    """What the token used to be: a hash anyone knowing the jti could compute."""
+    digest = hashlib.sha256(b"agora-csrf:" + jti.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def jti_of(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+async def test_the_csrf_token_is_keyed_with_a_server_secret(
+    embedded: httpx.AsyncClient,
+) -> None:
+    """Whoever learns a session's jti (a logged ticket carries it as `sid`) still cannot
+    make its CSRF token: computed without the key, it is refused."""
+    victim = await new_session(embedded)
+    forged = unkeyed_csrf(jti_of(victim.token))
+    assert forged != victim.csrf
+    response = await embedded.post("/auth/api/logout", headers=with_csrf(victim, forged))
+    assert (response.status_code, response.json()) == CSRF_REFUSED
+    # Keyed with another secret, the value differs too.
+    assert csrf_token_for(jti_of(victim.token), derive_csrf_key("x" * 48)) != victim.csrf
+
+
+async def test_a_dedicated_csrf_secret_keys_the_token(tmp_path: Path) -> None:
+    csrf_secret = "dedicated-csrf-secret-0123456789-abcdefghijklmnop"
+    async with running_agora(tmp_path, csrf_secret=csrf_secret) as agora:
+        session = await new_session(agora.client)
+        assert session.csrf == csrf_token_for(jti_of(session.token), derive_csrf_key(csrf_secret))
+        assert session.csrf != csrf_token_for(jti_of(session.token), derive_csrf_key(TEST_SECRET))
+        response = await agora.client.post(
+            "/auth/api/logout", headers=with_csrf(session, session.csrf)
+        )
+        assert response.status_code == 200, response.text
 
 
 async def test_cookie_authenticated_logout_needs_the_sessions_csrf_token(

@@ -34,7 +34,7 @@ async def test_login_is_unique_without_regard_to_case(embedded: httpx.AsyncClien
         "/auth/api/register", json=registration(login.upper(), email=f"other{login}@example.com")
     )
     assert again.status_code == 409
-    assert again.json() == {"error": "Login already taken"}
+    assert again.json() == {"error": "Login or email already taken"}
 
 
 async def test_taken_email_is_a_conflict(embedded: httpx.AsyncClient) -> None:
@@ -43,7 +43,8 @@ async def test_taken_email_is_a_conflict(embedded: httpx.AsyncClient) -> None:
     same_email = registration(unique_login(), email=f"{login.upper()}@example.com")
     again = await embedded.post("/auth/api/register", json=same_email)
     assert again.status_code == 409
-    assert again.json() == {"error": "Email already registered"}
+    # The same answer as a taken login: which accounts exist is not confirmed.
+    assert again.json() == {"error": "Login or email already taken"}
 
 
 async def test_register_reports_each_bad_field(embedded: httpx.AsyncClient) -> None:

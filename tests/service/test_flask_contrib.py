@@ -16,7 +16,7 @@ from flask import Flask, g
 
 from agora.contrib.flask import EXTENSION, init_app, token_required
 from agora.security.tokens import TokenService
-from agora.web.csrf import csrf_token_for
+from agora.web.csrf import csrf_token_for, derive_csrf_key
 from tests.support.settings import TEST_SECRET
 from tests.support.users import register_and_login
 
@@ -246,7 +246,7 @@ def test_cookie_post_needs_the_csrf_token() -> None:
     assert refused.get_json() == {"error": "CSRF token missing or invalid"}
     client.set_cookie("csrf_token", "forged")
     assert client.post("/api/things", headers={"X-CSRF-Token": "forged"}).status_code == 403
-    csrf = csrf_token_for(issued.jti)
+    csrf = csrf_token_for(issued.jti, derive_csrf_key(TEST_SECRET))
     client.set_cookie("csrf_token", csrf)
     accepted = client.post("/api/things", headers={"X-CSRF-Token": csrf})
     assert accepted.status_code == 201 and accepted.get_json() == {"owner": "11"}

@@ -20,6 +20,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "argon2_memory_cost": 64,
         "argon2_parallelism": 1,
         "log_level": "WARNING",
+        # Tests register many users from one client address; the throttle's own tests
+        # set a low limit.
+        "register_ip_max_attempts": 100_000,
         # No gRPC server unless a test starts one (on an ephemeral port): a fixed port
         # would collide with a dev server or another run.
         "grpc_port": 0,

@@ -37,7 +37,7 @@ from agora.core.audit import Audit
 from agora.core.settings import MIN_SECRET_BYTES
 from agora.security.tokens import MISSING, Identity, TokenError, TokenService
 from agora.web.cookies import AUTH_COOKIE, CSRF_COOKIE, LEGACY_COOKIE
-from agora.web.csrf import CSRF_HEADER, SAFE_METHODS, csrf_token_for
+from agora.web.csrf import CSRF_HEADER, SAFE_METHODS, csrf_token_for, derive_csrf_key
 
 EXTENSION = "agora.tokens"
 WWW_AUTHENTICATE = 'Bearer realm="agora", error="invalid_token"'
@@ -154,7 +154,12 @@ def csrf_ok(jti: str) -> bool:
         return True
     sent = request.headers.get(CSRF_HEADER, "").encode()
     cookie = request.cookies.get(CSRF_COOKIE, "").encode()
-    expected = csrf_token_for(jti).encode()
+    # Keyed like the services' (agora.web.csrf): AGORA_CSRF_SECRET, else AGORA_JWT_SECRET.
+    config = current_app.config
+    secret = config.get("AGORA_CSRF_SECRET") or config.get("AGORA_JWT_SECRET")
+    if not secret:
+        return False
+    expected = csrf_token_for(jti, derive_csrf_key(str(secret))).encode()
     return bool(sent) and hmac.compare_digest(sent, cookie) and hmac.compare_digest(sent, expected)
 
 

@@ -57,3 +57,13 @@ class ServiceUnavailable(AgoraError):
     """A service this one depends on cannot be reached (e.g. auth's UserService)."""
 
     status_code = 503
+
+
+class Overloaded(ServiceUnavailable):
+    """Too much work of one kind queued already (password hashing): 503 + Retry-After,
+    at once, rather than a wait nobody can bound."""
+
+    def __init__(self, message: str, retry_after: int, *, lane: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.lane = lane

@@ -48,14 +48,26 @@ def redact(text: str) -> str:
     return _SECRETS.sub(_redaction, text)
 
 
+def _without_query(arg: object) -> object:
+    """A path argument of uvicorn's (`/social/ws?token=...`) without its query string."""
+    if isinstance(arg, str) and arg.startswith("/") and "?" in arg:
+        return arg.partition("?")[0]
+    return arg
+
+
 class RedactSecrets(logging.Filter):
-    """On the root handler: every record's message, whoever logged it (uvicorn logs a
-    socket's path with its query string, `?token=<ticket>`), leaves without secrets.
+    """On the root handler: every record's message, whoever logged it, leaves without
+    secrets. uvicorn's lines lose their query strings altogether (it logs a socket's
+    path with `?token=<ticket>`); other lines lose what looks like a token.
 
     uvicorn's `color_message` extra (the same text with ANSI escapes) is dropped too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)
+        if record.name.startswith("uvicorn") and isinstance(record.args, tuple):
+            # uvicorn writes a socket's (and a request's) path with its query string:
+            # a socket's query is its ticket, whatever the parameter is called.
+            record.args = tuple(_without_query(arg) for arg in record.args)
         message = record.getMessage()
         # Every secret the pattern knows has "=", a JWT header or a Bearer scheme in it:
         # most records skip the regex.

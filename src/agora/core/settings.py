@@ -29,7 +29,12 @@ DATABASE_DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "post
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused settings object must never print its input, which
+    # holds the secrets (`str(ValidationError)` showed 22 characters of a weak
+    # AGORA_JWT_SECRET). `agora` explains each refused value itself (settings_errors).
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["dev", "test", "prod"] = "dev"
     host: str = "127.0.0.1"
@@ -79,6 +84,10 @@ class Settings(BaseSettings):
 
     # Cookies: Secure may only be switched off in dev, for plain-http localhost.
     cookie_secure: bool = True
+    # Keys the CSRF token (an HMAC of the session's jti, agora.web.csrf); the same on
+    # every service. Unset: a key derived from AGORA_JWT_SECRET. Required in prod when
+    # there is no AGORA_JWT_SECRET (key pairs only).
+    csrf_secret: SecretStr | None = None
 
     # HTTP limits and browser policy (agora.web.security).
     max_body_bytes: int = Field(1_048_576, ge=1)
@@ -90,6 +99,18 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    # Password hashes at once (agora.security.passwords): threads, and calls allowed to
+    # wait for one, per lane; past that, 503 + Retry-After at once. Logins (checks) and
+    # registrations (new hashes) have lanes of their own, so neither starves the other.
+    password_login_workers: int = Field(2, ge=1, le=64)
+    password_login_queue: int = Field(32, ge=0)
+    password_register_workers: int = Field(1, ge=1, le=64)
+    password_register_queue: int = Field(4, ge=0)
+
+    # Registration throttling (services/auth/registration_throttle.py): registrations
+    # per client IP in a fixed window, counted before any hashing; then 429.
+    register_ip_max_attempts: int = Field(10, ge=1)
+    register_ip_window: float = Field(3600.0, gt=0)
 
     # Publications: status cache, activity and idle sweeping.
     user_cache_ttl: int = Field(3600, ge=1)
@@ -99,11 +120,17 @@ class Settings(BaseSettings):
     outbox_poll_interval: float = Field(1.0, gt=0)
 
     # Login throttling (services/auth/throttle.py): attempts without success counted per
-    # login and per client IP in a window; going over a limit blocks for a time that
-    # grows with each new block of the same key, up to a cap. Seconds throughout.
-    login_max_failures: int = Field(5, ge=1)
+    # (login, client IP), per client IP, and per login from everywhere; going over a
+    # limit blocks for a time that grows with each new block of the same key, up to a
+    # cap. Seconds throughout.
+    login_max_failures: int = Field(5, ge=1)  # per (login, client IP)
     login_ip_max_failures: int = Field(50, ge=1)
     login_failure_window: float = Field(900.0, gt=0)
+    # Per login from every source: caps distributed guessing (ASVS V2.2.1: 100 an hour).
+    login_global_max_failures: int = Field(100, ge=1)
+    login_global_window: float = Field(3600.0, gt=0)
+    # A source that logged in to a login stays exempt from that login's cap this long.
+    login_known_source_ttl: float = Field(30 * 86400.0, gt=0)
     login_block_seconds: float = Field(60.0, gt=0)
     login_block_growth: float = Field(2.0, ge=1)
     login_block_max_seconds: float = Field(3600.0, gt=0)
@@ -282,9 +309,14 @@ class Settings(BaseSettings):
             # HS256 peers) but must still be strong when given.
             needed = self.jwt_algorithm == "HS256" and not self.jwks_url
             if (needed or secret) and len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(weak_secret("AGORA_JWT_SECRET", secret, self.env))
+            csrf = self.csrf_secret.get_secret_value() if self.csrf_secret else ""
+            if csrf and len(csrf.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(weak_secret("AGORA_CSRF_SECRET", csrf, self.env))
+            if self.env == "prod" and not (csrf or secret):
                 raise ValueError(
-                    f"AGORA_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-                    f"outside dev (AGORA_ENV={self.env})"
+                    "AGORA_CSRF_SECRET must be set in prod when AGORA_JWT_SECRET is not: "
+                    "it keys the CSRF token, and every service needs the same one"
                 )
             if not self.cookie_secure:
                 raise ValueError("AGORA_COOKIE_SECURE=false is only allowed with AGORA_ENV=dev")
@@ -309,6 +341,14 @@ class Settings(BaseSettings):
         if self.jwt_secret is None:
             raise RuntimeError("settings were not loaded with load_settings()")
         return self.jwt_secret.get_secret_value()
+
+
+def weak_secret(name: str, secret: str, env: str) -> str:
+    """The refusal of a short secret: its length, never a character of it."""
+    return (
+        f"{name} must be at least {MIN_SECRET_BYTES} bytes outside dev (AGORA_ENV={env}); "
+        f"the one given has {len(secret.encode())}"
+    )
 
 
 def check_origin(origin: str) -> str:

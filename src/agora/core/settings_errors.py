@@ -36,11 +36,12 @@ EXAMPLES = {
     "media_dir": "/var/lib/agora/media",
     "media_url": "https://media.internal.example.com/objects",
     "media_token": "$(openssl rand -base64 32)",
+    "csrf_secret": "$(openssl rand -base64 48)",
     "notify_url": "https://notify.internal.example.com/agora",
     "users_grpc_target": "auth.internal.example.com:50051",
 }
 # Settings whose values never go back out on a terminal or into a log.
-SECRETS = ("jwt_secret", "media_token")
+SECRETS = ("jwt_secret", "csrf_secret", "media_token")
 VARIABLE = re.compile(r"\bAGORA_[A-Z0-9_]+\b")
 
 

@@ -5,9 +5,9 @@ so a request pays a wrapped `send` and one log record. Fields: method (`WS` for 
 path, route (the template that matched, e.g. /api/publications/{publication_id}),
 status (for a socket: its close code, or the HTTP status it was refused with),
 duration_ms (for a socket: how long it was open), user_id when the caller was
-authenticated, client (ip), and query when there is one, with every token, ticket and
-JWT in it redacted. A line is written when the request
-ends, so a 404 or a refused socket leaves one too.
+authenticated, client (ip), and for HTTP the query when there is one, with every
+token, ticket and JWT in it redacted; a socket's query (its ticket) is never written.
+A line is written when the request ends, so a 404 or a refused socket leaves one too.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def _write(scope: Scope, method: str, status: int, started: float) -> None:
         "client": scope["client"][0] if scope.get("client") else None,
     }
     query = scope.get("query_string")
-    if query:
+    # A socket's query string carries its ticket: never written, whatever its name.
+    if query and method != "WS":
         fields["query"] = printable(redact(query.decode("latin-1")))
     log.info("%s %s %s %.1fms", method, path, status, duration_ms, extra=fields)
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from agora.core.errors import AgoraError, Invalid, TooManyRequests, Unauthorized
+from agora.core.errors import AgoraError, Invalid, Overloaded, TooManyRequests, Unauthorized
 
 log = logging.getLogger("agora.web")
 
@@ -36,7 +36,7 @@ async def _agora_error(_request: Request, exc: Exception) -> JSONResponse:
     response = error_response(exc.status_code, exc.message)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="agora", error="invalid_token"'
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

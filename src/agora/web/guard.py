@@ -21,7 +21,7 @@ from agora.core.errors import Forbidden
 from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 from agora.web.cookies import AUTH_COOKIE, LEGACY_COOKIE
-from agora.web.csrf import csrf_ok
+from agora.web.csrf import csrf_key, csrf_ok
 from agora.web.deps import app_of
 
 
@@ -50,7 +50,9 @@ async def authenticate(guard: TokenGuard, request: Request) -> Identity:
     except TokenError as error:
         await _audit_refusal(guard, request, "auth.rejected", 401, error.reason)
         raise TokenRejected(error) from None
-    if from_cookie and not csrf_ok(request, identity.jti):
+    if from_cookie and not csrf_ok(
+        request, identity.jti, csrf_key(app_of(request).context.settings)
+    ):
         await _audit_refusal(guard, request, "auth.csrf_rejected", 403, "csrf")
         raise Forbidden("CSRF token missing or invalid")
     request.state.current_user = identity

@@ -8,6 +8,7 @@ from agora.ports.backends import Backends
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
 from agora.services.auth.outbox_relay import OutboxRelay
+from agora.services.auth.registration_throttle import RegistrationThrottle
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
@@ -24,6 +25,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
 
     async def stop_relay() -> None:
         await relay.stop()
+        hasher.close()
 
     app = build_service_app(
         name="auth",
@@ -39,7 +41,13 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         user_service(backends.database, GrpcAuthenticator(context.guard, context.audit))
     ]
     hasher = PasswordHasher(
-        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+        settings.argon2_time_cost,
+        settings.argon2_memory_cost,
+        settings.argon2_parallelism,
+        lanes={
+            "login": (settings.password_login_workers, settings.password_login_queue),
+            "register": (settings.password_register_workers, settings.password_register_queue),
+        },
     )
     outbox_written = asyncio.Event()
     relay = OutboxRelay(
@@ -58,6 +66,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
             context.audit,
             outbox_written,
             throttle=throttle,
+            registration_throttle=RegistrationThrottle(backends.cache, context.audit, settings),
             revocations=context.revocations,
             sessions=backends.pubsub,
             key_prefix=settings.key_prefix,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
@@ -18,12 +18,18 @@ from agora.services.auth.schemas import (
     UserOut,
 )
 from agora.web.cookies import clear_auth_cookie, set_auth_cookie
-from agora.web.csrf import csrf_token_for
+from agora.web.csrf import csrf_key, csrf_token_for
 from agora.web.deps import SettingsDep, TokensDep
 from agora.web.errors import error_response
 from agora.web.guard import CurrentUser
+from agora.web.same_origin import refuse_cross_site
 
 router = APIRouter()
+# On every route that sets or clears the session cookies (login CSRF, web.same_origin).
+SAME_ORIGIN_ONLY = [Depends(refuse_cross_site)]
+CROSS_SITE: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Cross-site request from a browser page (Origin / Sec-Fetch-Site)"}
+}
 
 LOGIN_BODY = {
     "requestBody": {
@@ -40,11 +46,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
+    **CROSS_SITE,
+    503: {
+        "description": "Too many password checks at once",
+        "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+    },
     400: {"description": "Malformed body"},
     429: {
         "description": "Too many failed logins",
         "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
     },
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}}
+BUSY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many attempts from this client", "headers": RETRY_AFTER},
+    503: {"description": "Too many password hashes at once", "headers": RETRY_AFTER},
 }
 JWK_SET = {
     "description": "RFC 7517 JWK Set",
@@ -97,14 +113,17 @@ async def _read_login(request: Request) -> LoginRequest | JSONResponse:
     "/auth/api/register",
     status_code=201,
     response_model=UserOut,
+    dependencies=SAME_ORIGIN_ONLY,
     responses={
         **ERRORS,
+        **CROSS_SITE,
         400: {"description": "Malformed JSON body"},
         409: {"description": "Login or email already taken"},
+        **BUSY,
     },
 )
-async def register(body: RegisterRequest, auth: AuthServiceDep) -> UserOut:
-    return user_out(await auth.register(body))
+async def register(body: RegisterRequest, request: Request, auth: AuthServiceDep) -> UserOut:
+    return user_out(await auth.register(body, client_ip(request)))
 
 
 @router.post(
@@ -112,9 +131,14 @@ async def register(body: RegisterRequest, auth: AuthServiceDep) -> UserOut:
     response_model=LoginResponse,
     openapi_extra=LOGIN_BODY,
     responses=LOGIN_ERRORS,
+    dependencies=SAME_ORIGIN_ONLY,
 )
 @router.post(
-    "/login", response_model=LoginResponse, openapi_extra=LOGIN_BODY, responses=LOGIN_ERRORS
+    "/login",
+    response_model=LoginResponse,
+    openapi_extra=LOGIN_BODY,
+    responses=LOGIN_ERRORS,
+    dependencies=SAME_ORIGIN_ONLY,
 )
 async def login(
     request: Request, response: Response, auth: AuthServiceDep, settings: SettingsDep
@@ -123,7 +147,7 @@ async def login(
     if isinstance(body, JSONResponse):
         return body
     user, issued = await auth.login(body.login, body.password, client_ip(request))
-    csrf = csrf_token_for(issued.jti)
+    csrf = csrf_token_for(issued.jti, csrf_key(settings))
     set_auth_cookie(response, issued.token, csrf, issued.expires_in, settings.cookie_secure)
     response.headers["Cache-Control"] = "no-store"
     return LoginResponse(
@@ -136,7 +160,12 @@ async def me(user: CurrentUser, auth: AuthServiceDep) -> UserOut:
     return user_out(await auth.current(user))
 
 
-@router.post("/auth/api/logout", response_model=LogoutResponse, responses=ERRORS)
+@router.post(
+    "/auth/api/logout",
+    response_model=LogoutResponse,
+    responses={**ERRORS, **CROSS_SITE},
+    dependencies=SAME_ORIGIN_ONLY,
+)
 async def logout(
     user: CurrentUser,
     request: Request,
@@ -150,7 +179,12 @@ async def logout(
     return LogoutResponse()
 
 
-@router.post("/auth/api/logout/all", response_model=LogoutResponse, responses=ERRORS)
+@router.post(
+    "/auth/api/logout/all",
+    response_model=LogoutResponse,
+    responses={**ERRORS, **CROSS_SITE},
+    dependencies=SAME_ORIGIN_ONLY,
+)
 async def logout_everywhere(
     user: CurrentUser,
     request: Request,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agora.core.audit import Audit
-from agora.core.errors import Conflict, Unauthorized
+from agora.core.errors import Conflict, Overloaded, Unauthorized
 from agora.db.engine import Database, utcnow
 from agora.ports.pubsub import PubSub
 from agora.realtime.sessions import publish_notice, revoked_notice
@@ -18,6 +19,7 @@ from agora.security.passwords import PasswordHasher
 from agora.security.revocation import RevocationStore
 from agora.security.tokens import Identity, IssuedToken, TokenService
 from agora.services.auth.models import User
+from agora.services.auth.registration_throttle import RegistrationThrottle
 from agora.services.auth.repository import (
     DuplicateUser,
     EventSubject,
@@ -27,8 +29,11 @@ from agora.services.auth.repository import (
 from agora.services.auth.schemas import RegisterRequest
 from agora.services.auth.throttle import LoginThrottle
 
+T = TypeVar("T")
+
 INVALID_CREDENTIALS = "Invalid credentials"
-TAKEN = {"login": "Login already taken", "email": "Email already registered"}
+# One answer for a taken login and a taken email (docs/security.md, registration).
+TAKEN = "Login or email already taken"
 CONNECTED = "user.connected"
 DISCONNECTED = "user.disconnected"
 
@@ -57,6 +62,7 @@ class AuthService:
         outbox_written: asyncio.Event | None = None,
         *,
         throttle: LoginThrottle,
+        registration_throttle: RegistrationThrottle | None = None,
         revocations: RevocationStore,
         sessions: PubSub | None = None,
         key_prefix: str = "agora:",
@@ -66,6 +72,7 @@ class AuthService:
         self.tokens = tokens
         self.audit = audit
         self.throttle = throttle
+        self.registration_throttle = registration_throttle
         self.revocations = revocations
         # Where logouts are announced to the socket instances (agora.realtime.sessions).
         self.sessions = sessions
@@ -73,27 +80,42 @@ class AuthService:
         # Set after each committed outbox write: wakes the relay instead of its next poll.
         self.outbox_written = outbox_written
 
-    async def register(self, request: RegisterRequest) -> User:
+    async def register(self, request: RegisterRequest, ip: str | None = None) -> User:
+        """A new account. A taken login and a taken email get the same answer (OWASP:
+        don't confirm which accounts exist); the audit trail keeps which it was."""
         login_key, email_key = request.login.lower(), request.email.lower()
+        if self.registration_throttle is not None:  # before any work (a hash, a lookup)
+            await self.registration_throttle.check(ip)
+        # Hashed before the transaction: no connection or write lock waits on argon2,
+        # and a taken login or email costs the same time as a new account.
+        password_hash = await self._hashing(self.hasher.hash(request.password), ip)
         async with self.db.transaction() as session:
             users = UserRepository(session)
             taken = await users.taken_field(login_key, email_key)
             if taken:
-                raise Conflict(TAKEN[taken])
+                await self._refuse_registration(taken, request, ip)
             user = User(
                 login=request.login,
                 login_key=login_key,
                 email=request.email,
                 email_key=email_key,
                 name=request.name,
-                password_hash=await self.hasher.hash(request.password),
+                password_hash=password_hash,
             )
             try:
                 await users.add(user)
             except DuplicateUser as exc:
-                raise Conflict(TAKEN[exc.field]) from None
-        await self.audit.record("auth.registered", user_id=str(user.id), login=user.login)
+                await self._refuse_registration(exc.field, request, ip)
+        await self.audit.record("auth.registered", user_id=str(user.id), login=user.login, ip=ip)
         return user
+
+    async def _refuse_registration(
+        self, field: str, request: RegisterRequest, ip: str | None
+    ) -> NoReturn:
+        await self.audit.record(
+            "auth.register_refused", reason=f"{field}_taken", login=request.login, ip=ip
+        )
+        raise Conflict(TAKEN)
 
     async def login(self, login: str, password: str, ip: str | None) -> tuple[User, IssuedToken]:
         # Counted before the lookup and the password: a refused attempt learns nothing,
@@ -101,7 +123,8 @@ class AuthService:
         await self.throttle.check(login, ip)
         async with self.db.sessions() as session:
             user = await UserRepository(session).by_login(login)
-        if not await self.hasher.verify(user.password_hash if user else None, password):
+        checked = self.hasher.verify(user.password_hash if user else None, password)
+        if not await self._hashing(checked, ip):
             await self.audit.record("auth.login_failed", login=login[:64], ip=ip)
             raise Unauthorized(INVALID_CREDENTIALS)
         await self.throttle.succeeded(login, ip)
@@ -109,7 +132,7 @@ class AuthService:
         # Hashing is slow: done before the transaction so no row lock waits on it.
         new_hash = None
         if self.hasher.needs_rehash(user.password_hash):
-            new_hash = await self.hasher.hash(password)
+            new_hash = await self._hashing(self.hasher.hash(password, lane="login"), ip)
         async with self.db.transaction() as session:
             users = UserRepository(session)
             if new_hash is not None:
@@ -175,6 +198,16 @@ class AuthService:
         routing_key = CONNECTED if event == "connected" else DISCONNECTED
         await OutboxRepository(session).add(event_id, routing_key, payload)
         return True
+
+    async def _hashing(self, work: Awaitable[T], ip: str | None) -> T:
+        """A password hash or check; a full lane (503) is an audit event too."""
+        try:
+            return await work
+        except Overloaded as exc:
+            await self.audit.record(
+                "auth.password_lane_full", lane=exc.lane, ip=ip, retry_after=exc.retry_after
+            )
+            raise
 
     def _wake_relay(self) -> None:
         if self.outbox_written is not None:
