@@ -1,0 +1,228 @@
+// Messaging: the conversation list (unread counts, last message), a direct
+// conversation started by a user's exact login, the open conversation's messages,
+// typing, presence and the socket's state. Every text shown is a text node.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks"
+import { api, explain, unescapeText, type Conversation, type Message, type User } from "../api/client"
+import { Live, latestMessages } from "../messaging/live"
+
+const TYPING_EVERY_MS = 2000
+
+export function Messaging({ me }: { me: User }) {
+  const [conversations, setConversations] = useState<Conversation[]>([])
+  const [names, setNames] = useState<Record<string, string>>({})
+  const [openId, setOpenId] = useState<string | null>(null)
+  const [error, setError] = useState("")
+  const [, setTick] = useState(0)
+  const openRef = useRef<string | null>(null)
+
+  async function refresh() {
+    const { data } = await api.GET("/api/v1/conversations", { params: { query: { limit: 50 } } })
+    if (!data) return
+    setConversations(data.conversations)
+    for (const conversation of data.conversations) {
+      if (conversation.members.some((id) => !(id in names))) void learnNames(conversation.id)
+    }
+  }
+
+  async function learnNames(id: string) {
+    const { data } = await api.GET("/api/v1/conversations/{conversation_id}", {
+      params: { path: { conversation_id: id } },
+    })
+    if (data) setNames((old) => ({ ...old, ...Object.fromEntries(data.users.map((u) => [u.id, u.login])) }))
+  }
+
+  const live = useMemo(
+    () => new Live(me.id, () => void refresh(), () => location.reload()),
+    [me.id],
+  )
+  useEffect(() => {
+    const unsubscribe = live.subscribe(() => {
+      setTick((n) => n + 1)
+      markRead(openRef.current)
+    })
+    void live.start()
+    void refresh()
+    return () => {
+      unsubscribe()
+      live.stop()
+    }
+  }, [live])
+
+  /** The open conversation, in a visible tab, is read up to its last message. */
+  function markRead(id: string | null) {
+    if (!id || document.hidden || !live.unread.get(id)) return
+    const last = live.list(id).at(-1)
+    if (!last) return
+    live.setUnread(id, 0, false)
+    void api.POST("/api/v1/conversations/{conversation_id}/read", {
+      params: { path: { conversation_id: id } },
+      body: { seq: last.seq },
+    })
+  }
+
+  async function open(id: string) {
+    openRef.current = id
+    setOpenId(id)
+    live.enter(id)
+    for (const message of await latestMessages(id)) live.apply(message, false)
+    live.setUnread(id, live.unread.get(id) ?? conversations.find((c) => c.id === id)?.unread ?? 0)
+    markRead(id)
+  }
+
+  async function startDirect(event: Event) {
+    event.preventDefault()
+    const input = (event.currentTarget as HTMLFormElement).elements.namedItem("login") as HTMLInputElement
+    const login = input.value.trim()
+    const found = await api.GET("/auth/api/users/by-login/{login}", { params: { path: { login } } })
+    if (!found.data) {
+      return setError(found.response.status === 404 ? `No user has the login ${login}.` : explain(found.response, found.error))
+    }
+    const created = await api.POST("/api/v1/conversations", { body: { kind: "direct", user_id: found.data.id } })
+    if (!created.data) return setError(explain(created.response, created.error))
+    setError("")
+    input.value = ""
+    setNames((old) => ({ ...old, [found.data.id]: found.data.login }))
+    await refresh()
+    await open(created.data.id)
+  }
+
+  const shown = conversations
+    .map((conversation) => live.merge(conversation))
+    .sort((a, b) => (b.last_message?.created_at ?? b.created_at).localeCompare(a.last_message?.created_at ?? a.created_at))
+  const current = shown.find((c) => c.id === openId) ?? null
+  const title = (c: Conversation) =>
+    c.title ?? c.members.filter((id) => id !== me.id).map((id) => names[id] ?? `user ${id}`).join(", ")
+
+  return (
+    <div class="messaging">
+      <aside aria-label="Conversations">
+        <p class="connection" data-testid="connection-status" data-state={live.state} role="status">
+          {{ online: "Connected", reconnecting: "Reconnecting…", offline: "Offline" }[live.state]}
+        </p>
+        <form onSubmit={startDirect}>
+          <label>
+            New conversation with (login){" "}
+            <input data-testid="new-conversation-input" name="login" required pattern="[A-Za-z0-9_.\-]{3,64}" />
+          </label>
+        </form>
+        {error && (
+          <p role="alert" class="error">
+            {error}
+          </p>
+        )}
+        <ul class="conversations">
+          {shown.map((c) => (
+            <li key={c.id}>
+              <button
+                data-testid="conversation-item"
+                data-unread={String(c.unread)}
+                aria-current={c.id === openId}
+                onClick={() => void open(c.id)}
+              >
+                <span class="title">{title(c)}</span>
+                {c.unread > 0 && <span class="badge" aria-label={`${c.unread} unread`}>{c.unread}</span>}
+                <span class="last">{c.last_message ? preview(c.last_message) : "No message yet"}</span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      </aside>
+      {current ? (
+        <Room conversation={current} me={me} live={live} names={names} title={title(current)} />
+      ) : (
+        <section class="room empty">
+          <p>Pick a conversation, or start one with a login.</p>
+        </section>
+      )}
+    </div>
+  )
+}
+
+function preview(message: Message): string {
+  if (message.deleted) return "(deleted)"
+  return message.text ? unescapeText(message.text) : "(file)"
+}
+
+interface RoomProps {
+  conversation: Conversation
+  me: User
+  live: Live
+  names: Record<string, string>
+  title: string
+}
+
+function Room({ conversation, me, live, names, title }: RoomProps) {
+  const [error, setError] = useState("")
+  const lastTyping = useRef(0)
+  const messages = live.list(conversation.id)
+  const others = conversation.members.filter((id) => id !== me.id)
+  const typers = [...(live.typing.get(conversation.id)?.keys() ?? [])]
+  const bottom = useRef<HTMLLIElement>(null)
+  useEffect(() => bottom.current?.scrollIntoView({ block: "end" }), [messages.length])
+
+  function typed() {
+    const now = Date.now()
+    if (now - lastTyping.current > TYPING_EVERY_MS) {
+      lastTyping.current = now
+      live.typingStart()
+    }
+  }
+
+  async function send(event: KeyboardEvent) {
+    if (event.key !== "Enter" || event.shiftKey) return
+    event.preventDefault()
+    const input = event.currentTarget as HTMLTextAreaElement
+    const text = input.value.trim()
+    if (!text) return
+    input.value = ""
+    lastTyping.current = 0
+    live.typingStop()
+    const { data, response, error } = await api.POST("/api/v1/conversations/{conversation_id}/messages", {
+      params: { path: { conversation_id: conversation.id } },
+      body: { client_id: crypto.randomUUID(), text },
+    })
+    if (data) {
+      live.apply(data.message, false)
+      setError("")
+    } else {
+      input.value = text
+      setError(explain(response, error))
+    }
+  }
+
+  return (
+    <section class="room" aria-label={`Conversation with ${title}`}>
+      <header>
+        <h2>{title}</h2>
+        {others.map((id) => (
+          <span key={id} class="presence" data-testid="presence" data-user={id} data-online={String(live.online.has(id))}>
+            {names[id] ?? `user ${id}`}: {live.online.has(id) ? "online" : "offline"}
+          </span>
+        ))}
+      </header>
+      <ol class="messages" aria-live="polite">
+        {messages.map((m) => (
+          <li key={m.seq} data-testid="message-item" data-seq={m.seq} class={m.author_id === me.id ? "mine" : ""}>
+            <span class="author">{m.author_id === me.id ? "You" : (names[m.author_id] ?? m.author_id)}</span>{" "}
+            <span class="text">{preview(m)}</span>
+          </li>
+        ))}
+        <li ref={bottom} aria-hidden="true" class="end" />
+      </ol>
+      {typers.length > 0 && (
+        <p data-testid="typing-indicator" class="typing">
+          {typers.map((id) => names[id] ?? id).join(", ")} typing…
+        </p>
+      )}
+      {error && (
+        <p role="alert" class="error">
+          {error}
+        </p>
+      )}
+      <label class="compose">
+        Message (Enter sends)
+        <textarea data-testid="message-input" rows={2} onKeyDown={send} onInput={typed} maxLength={4000} />
+      </label>
+    </section>
+  )
+}
