@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     messaging_typing_ttl: float = Field(5.0, gt=0, le=60)
     messaging_connections_per_ip: int = Field(60, ge=1)
     messaging_frames_per_minute: int = Field(600, ge=1)
+    # The built web client (web/dist) served at / by the all-in-one process (`make run`);
+    # unset: the checkout's web/dist when it was built (docs/web.md).
+    web_dist_dir: Path | None = None
     # Media: stored on disk under media_dir (default <data_dir>/media), size cap, and the
     # content types accepted (checked against the file's own first bytes too).
     media_dir: Path | None = None
