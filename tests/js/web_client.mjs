@@ -1,0 +1,194 @@
+// The web client (web/) in Debian's Chromium through playwright-core, against a live
+// `agora serve` (tests/e2e/test_web_client.py drives this script). Two users in two
+// browser contexts, as two people on two machines. Each check throws with what it saw;
+// stdout is one JSON object of measurements the Python test checks again.
+//
+// argv[2]: JSON {"base": url, "alice": login, "bob": login, "password": str,
+//                "screenshots": dir or null}
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { chromium } from "playwright-core"
+
+const input = JSON.parse(process.argv[2])
+const { base, alice, bob, password } = input
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8")
+const WAIT = 15_000 // a condition on a loaded machine; latencies are measured separately
+const result = { latency_ms: {}, axe: {}, checks: [] }
+const ok = (name) => result.checks.push(name)
+function expect(condition, message) {
+  if (!condition) throw new Error(message)
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox"],
+})
+const id = (page, testid) => page.getByTestId(testid)
+
+async function screenshot(page, name) {
+  if (input.screenshots) await page.screenshot({ path: `${input.screenshots}/${name}.png` })
+}
+
+async function axe(page, screen) {
+  await page.evaluate(axeSource)
+  const found = await page.evaluate(async () => {
+    const report = await window.axe.run(document, { resultTypes: ["violations"] })
+    return report.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)
+  })
+  result.axe[screen] = found
+}
+
+async function login(page, user) {
+  await page.goto(base + "/")
+  await id(page, "login-input").fill(user)
+  await id(page, "password-input").fill(password)
+  await id(page, "login-submit").click()
+  await id(page, "current-user").filter({ hasText: user }).waitFor({ timeout: WAIT })
+}
+
+async function sessionCookieReadable(page) {
+  return page.evaluate(() => document.cookie.includes("auth_token"))
+}
+
+// Measured from the moment of sending: the time until `condition` holds on `page`.
+async function timeUntil(page, condition, arg) {
+  const start = Date.now()
+  await page.waitForFunction(condition, arg, { timeout: WAIT, polling: "raf" })
+  return Date.now() - start
+}
+
+const contextA = await browser.newContext()
+const contextB = await browser.newContext()
+try {
+  const a = await contextA.newPage()
+  const b = await contextB.newPage()
+
+  // Register through the form (Alice); Bob was registered over the API by the test.
+  await a.goto(base + "/")
+  await id(a, "login-form").waitFor({ timeout: WAIT })
+  await screenshot(a, "login")
+  await axe(a, "login")
+  await id(a, "register-login").fill(alice)
+  await id(a, "register-email").fill(`${alice}@example.com`)
+  await id(a, "register-name").fill(`Alice ${alice}`)
+  await id(a, "register-password").fill(password)
+  await id(a, "register-submit").click()
+  await a.getByText(`Account ${alice} created`).waitFor({ timeout: WAIT })
+  ok("register")
+  await login(a, alice)
+  await login(b, bob)
+  expect(!(await sessionCookieReadable(a)) && !(await sessionCookieReadable(b)), "document.cookie shows auth_token")
+  const cookies = await contextA.cookies(base)
+  expect(cookies.some((c) => c.name === "auth_token" && c.httpOnly), "no HttpOnly auth_token cookie")
+  ok("login; the session cookie is HttpOnly, invisible to document.cookie")
+
+  // Both sockets up.
+  await a.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: WAIT })
+  await b.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: WAIT })
+
+  // Alice starts a direct conversation with Bob by his login.
+  await id(a, "new-conversation-input").fill(bob)
+  await id(a, "new-conversation-input").press("Enter")
+  await id(a, "message-input").waitFor({ timeout: WAIT })
+  await id(b, "conversation-item").waitFor({ timeout: WAIT })
+  ok("a direct conversation started by login, seen by the other side")
+
+  // Presence: Bob is online for Alice.
+  await a.locator('[data-testid="presence"][data-online="true"]').waitFor({ timeout: WAIT })
+  ok("presence seen")
+
+  // Alice → Bob while Bob's conversation is closed: his list shows it, unread 1.
+  await id(a, "message-input").fill("hello <b>bob</b> & co")
+  const sentA = id(a, "message-input").press("Enter")
+  result.latency_ms.a_to_b = await timeUntil(
+    b,
+    () => [...document.querySelectorAll('[data-testid="conversation-item"]')].some((e) => e.textContent.includes("hello bob & co")),
+  )
+  await sentA
+  await b.locator('[data-testid="conversation-item"][data-unread="1"]').waitFor({ timeout: WAIT })
+  await a.locator('[data-testid="conversation-item"][data-unread="0"]').waitFor({ timeout: WAIT })
+  ok("unread counts right on both sides after a message")
+
+  // Bob opens it: read, unread back to 0, the message shown as text.
+  await id(b, "conversation-item").click()
+  await id(b, "message-item").filter({ hasText: "hello bob & co" }).waitFor({ timeout: WAIT })
+  await b.locator('[data-testid="conversation-item"][data-unread="0"]').waitFor({ timeout: WAIT })
+  ok("opening a conversation reads it")
+
+  // Typing: Bob types, Alice sees it.
+  await id(b, "message-input").click()
+  const typingStart = Date.now()
+  await id(b, "message-input").pressSequentially("hi", { delay: 20 })
+  await id(a, "typing-indicator").waitFor({ timeout: WAIT })
+  result.latency_ms.typing = Date.now() - typingStart
+  ok("typing seen")
+
+  // Bob → Alice, Alice's conversation open: the message within a second.
+  await id(b, "message-input").fill("hi alice")
+  const sentB = id(b, "message-input").press("Enter")
+  result.latency_ms.b_to_a = await timeUntil(a, () =>
+    [...document.querySelectorAll('[data-testid="message-item"]')].some((e) => e.textContent.includes("hi alice")),
+  )
+  await sentB
+  await id(a, "typing-indicator").waitFor({ state: "detached", timeout: WAIT })
+  await a.locator('[data-testid="conversation-item"][data-unread="0"]').waitFor({ timeout: WAIT })
+  ok("a message each way; the typing indicator gone once the message came")
+  await screenshot(a, "messaging")
+  await axe(a, "messaging")
+
+  // Bob's tab goes offline while Alice sends 5 messages; back online, all 5, in order, once.
+  await contextB.setOffline(true)
+  await b.locator('[data-testid="connection-status"][data-state="offline"]').waitFor({ timeout: WAIT })
+  for (let n = 1; n <= 5; n++) {
+    await id(a, "message-input").fill(`offline ${n}`)
+    await id(a, "message-input").press("Enter")
+    await id(a, "message-item").filter({ hasText: `offline ${n}` }).waitFor({ timeout: WAIT })
+  }
+  await contextB.setOffline(false)
+  await b.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: WAIT })
+  await id(b, "message-item").filter({ hasText: "offline 5" }).waitFor({ timeout: WAIT })
+  const seen = await id(b, "message-item").locator(".text").allTextContents()
+  result.after_offline = seen
+  const expected = ["hello bob & co", "hi alice", ...[1, 2, 3, 4, 5].map((n) => `offline ${n}`)]
+  expect(JSON.stringify(seen) === JSON.stringify(expected), `after offline: ${JSON.stringify(seen)}`)
+  ok("offline then online: every message once, in order")
+
+  // A reload keeps the session (the cookie), and the conversation's count.
+  await b.reload()
+  await id(b, "current-user").filter({ hasText: bob }).waitFor({ timeout: WAIT })
+  expect(!(await sessionCookieReadable(b)), "document.cookie shows auth_token after reload")
+  ok("reload keeps the session")
+
+  // Publications: create, edit, delete.
+  await b.getByRole("button", { name: "My publications" }).click()
+  await id(b, "publication-title-input").fill("First post")
+  await id(b, "publication-body-input").fill("Some text")
+  await id(b, "publication-submit").click()
+  await id(b, "publication-item").filter({ hasText: "First post" }).waitFor({ timeout: WAIT })
+  await screenshot(b, "publications")
+  await axe(b, "publications")
+  await id(b, "publication-item").getByRole("button", { name: "Edit" }).click()
+  await b.getByLabel("Title").last().fill("Edited")
+  await b.getByRole("button", { name: "Save" }).click()
+  await id(b, "publication-item").filter({ hasText: "Edited" }).waitFor({ timeout: WAIT })
+  await id(b, "publication-item").getByRole("button", { name: "Delete" }).click()
+  await id(b, "publication-item").waitFor({ state: "detached", timeout: WAIT })
+  ok("publications: create (shown as text), edit, delete")
+
+  // Logout in one tab ends the other tab's session and socket.
+  const a2 = await contextA.newPage()
+  await a2.goto(base + "/")
+  await a2.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: WAIT })
+  await id(a, "logout-button").click()
+  await id(a, "login-form").waitFor({ timeout: WAIT })
+  await id(a2, "login-form").waitFor({ timeout: WAIT })
+  const me = await a2.evaluate(async () => (await fetch("/auth/api/me")).status)
+  expect(me === 401, `after logout /auth/api/me answered ${me}`)
+  ok("logout in one tab ends the other tab's socket and session")
+} finally {
+  await browser.close()
+}
+console.log(JSON.stringify(result))
