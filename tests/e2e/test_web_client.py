@@ -61,4 +61,5 @@ async def test_two_users_in_two_browsers(server: Server) -> None:
     assert result["after_offline"][-5:] == [f"offline {n}" for n in range(1, 6)]
     assert len(result["after_offline"]) == len(set(result["after_offline"])) == 7
     assert result["axe"] and all(not found for found in result["axe"].values()), result["axe"]
-    assert len(result["checks"]) == 12, result["checks"]
+    assert result["upload_progress"], result
+    assert len(result["checks"]) == 16, result["checks"]

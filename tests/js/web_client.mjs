@@ -156,6 +156,64 @@ try {
   expect(JSON.stringify(seen) === JSON.stringify(expected), `after offline: ${JSON.stringify(seen)}`)
   ok("offline then online: every message once, in order")
 
+  // Alice's own messages: edit one, delete another; Bob sees both changes.
+  await id(a, "message-item").filter({ hasText: "offline 5" }).getByRole("button", { name: "Edit" }).click()
+  await a.getByRole("textbox", { name: /^Edit message/ }).fill("offline 5, edited")
+  await a.getByRole("textbox", { name: /^Edit message/ }).press("Enter")
+  await id(b, "message-item").filter({ hasText: "offline 5, edited" }).waitFor({ timeout: WAIT })
+  await id(a, "message-item").filter({ hasText: "offline 4" }).getByRole("button", { name: "Delete" }).click()
+  await b.locator('[data-testid="message-item"][data-seq="6"]').filter({ hasText: "(deleted)" }).waitFor({ timeout: WAIT })
+  ok("own messages edited and deleted, seen by the other side")
+
+  // Read receipts: Bob has the conversation open, so Alice's messages show as seen.
+  await id(a, "read-receipt").first().waitFor({ timeout: WAIT })
+  ok("read receipts")
+
+  // A file: its progress shown while it goes, then the message on both sides; a file
+  // over 10 MB refused before upload, with the reason.
+  await a.evaluate(() => {
+    window.__progress = []
+    new MutationObserver(() => {
+      const bar = document.querySelector('[data-testid="upload-progress"]')
+      if (bar) window.__progress.push(Number(bar.getAttribute("value") ?? bar.value))
+    }).observe(document.body, { subtree: true, childList: true, attributes: true })
+  })
+  const png = Buffer.alloc(4 * 1024 * 1024)
+  Buffer.from("89504e470d0a1a0a0000000d49484452", "hex").copy(png)
+  await id(a, "media-input").setInputFiles({ name: "picture.png", mimeType: "image/png", buffer: png })
+  await id(b, "message-item").filter({ hasText: "(file: picture.png)" }).waitFor({ timeout: WAIT })
+  result.upload_progress = await a.evaluate(() => window.__progress)
+  expect(result.upload_progress.length > 0, "no upload progress shown")
+  const big = Buffer.alloc(10 * 1024 * 1024 + 1)
+  await id(a, "media-input").setInputFiles({ name: "big.png", mimeType: "image/png", buffer: big })
+  await id(a, "room-error").filter({ hasText: "limited to 10 MB" }).waitFor({ timeout: WAIT })
+  ok("an upload with its progress; the 10 MB refusal shown")
+
+  // A page on another site cannot write on Bob's behalf nor log him out: his cookies
+  // are SameSite=Strict, and the cookie routes refuse cross-site posts.
+  const evil = new URL(base)
+  evil.hostname = "localhost"
+  const attacker = await contextB.newPage()
+  await attacker.route(`${evil.origin}/evil`, (route) =>
+    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>evil</title>" }),
+  )
+  await attacker.goto(`${evil.origin}/evil`)
+  await attacker.evaluate(async (target) => {
+    const post = (path, body) =>
+      fetch(target + path, { method: "POST", mode: "no-cors", credentials: "include", body }).catch(() => null)
+    await post("/api/publications", JSON.stringify({ title: "forged", body: "x" }))
+    await post("/api/v1/conversations", JSON.stringify({ kind: "direct", user_id: "1" }))
+    await post("/auth/api/logout", "")
+  }, base)
+  await attacker.close()
+  const after = await b.evaluate(async () => {
+    const me = await fetch("/auth/api/me")
+    const page = await (await fetch("/api/publications")).json()
+    return { me: me.status, titles: page.publications.map((p) => p.title) }
+  })
+  expect(after.me === 200 && !after.titles.includes("forged"), `after the other site's posts: ${JSON.stringify(after)}`)
+  ok("another site can neither write for the user nor log them out")
+
   // A reload keeps the session (the cookie), and the conversation's count.
   await b.reload()
   await id(b, "current-user").filter({ hasText: bob }).waitFor({ timeout: WAIT })

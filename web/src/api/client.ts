@@ -10,6 +10,7 @@ export type Publication = components["schemas"]["PublicationOut"]
 export type Conversation = components["schemas"]["ConversationOut"]
 export type Message = components["schemas"]["MessageOut"]
 export type UserCard = components["schemas"]["UserCard"]
+export type Media = components["schemas"]["MediaOut"]
 
 export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" })
 

@@ -8,6 +8,13 @@ import { api, type Conversation, type Message } from "../api/client"
 
 export type ConnectionState = "online" | "reconnecting" | "offline"
 
+interface Receipt {
+  conversation_id: string
+  user_id: string
+  read_seq: number
+  unread: number
+}
+
 interface CatchUp {
   messages?: Message[]
   last_seq?: number
@@ -18,6 +25,7 @@ export class Live {
   readonly messages = new Map<string, Map<number, Message>>() // conversation → seq → message
   readonly cursors: Record<string, { last_seq: number; last_version: number }> = {}
   readonly unread = new Map<string, number>()
+  readonly readCursors = new Map<string, Map<string, number>>() // conversation → user → read_seq
   readonly typing = new Map<string, Map<string, number>>() // conversation → user → timer
   online = new Set<string>()
   state: ConnectionState = "reconnecting"
@@ -42,8 +50,12 @@ export class Live {
     this.userChannel.on("message:new", (message: Message) => this.apply(message, true))
     this.userChannel.on("message:updated", (message: Message) => this.apply(message, false))
     this.userChannel.on("message:deleted", (message: Message) => this.apply(message, false))
-    this.userChannel.on("receipt", (receipt: { conversation_id: string; user_id: string; unread: number }) => {
-      if (receipt.user_id === this.me) this.setUnread(receipt.conversation_id, receipt.unread)
+    this.userChannel.on("receipt", (receipt: Receipt) => {
+      if (receipt.user_id === this.me) return this.setUnread(receipt.conversation_id, receipt.unread)
+      const cursors = this.readCursors.get(receipt.conversation_id) ?? new Map<string, number>()
+      this.readCursors.set(receipt.conversation_id, cursors)
+      cursors.set(receipt.user_id, Math.max(cursors.get(receipt.user_id) ?? 0, receipt.read_seq))
+      this.changed()
     })
     this.userChannel.on("conversation:updated", () => this.onConversationChange())
     const presence = new Presence(this.userChannel)
@@ -79,6 +91,11 @@ export class Live {
   subscribe(listener: () => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
+  }
+
+  /** How far `user` has read `conversation`, as receipts told this tab (0: unknown). */
+  readBy(conversation: string, user: string): number {
+    return this.readCursors.get(conversation)?.get(user) ?? 0
   }
 
   list(conversation: string): Message[] {

@@ -2,10 +2,9 @@
 // conversation started by a user's exact login, the open conversation's messages,
 // typing, presence and the socket's state. Every text shown is a text node.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks"
-import { api, explain, unescapeText, type Conversation, type Message, type User } from "../api/client"
+import { api, explain, type Conversation, type User } from "../api/client"
 import { Live, latestMessages } from "../messaging/live"
-
-const TYPING_EVERY_MS = 2000
+import { preview, Room } from "./room"
 
 export function Messaging({ me }: { me: User }) {
   const [conversations, setConversations] = useState<Conversation[]>([])
@@ -138,91 +137,3 @@ export function Messaging({ me }: { me: User }) {
   )
 }
 
-function preview(message: Message): string {
-  if (message.deleted) return "(deleted)"
-  return message.text ? unescapeText(message.text) : "(file)"
-}
-
-interface RoomProps {
-  conversation: Conversation
-  me: User
-  live: Live
-  names: Record<string, string>
-  title: string
-}
-
-function Room({ conversation, me, live, names, title }: RoomProps) {
-  const [error, setError] = useState("")
-  const lastTyping = useRef(0)
-  const messages = live.list(conversation.id)
-  const others = conversation.members.filter((id) => id !== me.id)
-  const typers = [...(live.typing.get(conversation.id)?.keys() ?? [])]
-  const bottom = useRef<HTMLLIElement>(null)
-  useEffect(() => bottom.current?.scrollIntoView({ block: "end" }), [messages.length])
-
-  function typed() {
-    const now = Date.now()
-    if (now - lastTyping.current > TYPING_EVERY_MS) {
-      lastTyping.current = now
-      live.typingStart()
-    }
-  }
-
-  async function send(event: KeyboardEvent) {
-    if (event.key !== "Enter" || event.shiftKey) return
-    event.preventDefault()
-    const input = event.currentTarget as HTMLTextAreaElement
-    const text = input.value.trim()
-    if (!text) return
-    input.value = ""
-    lastTyping.current = 0
-    live.typingStop()
-    const { data, response, error } = await api.POST("/api/v1/conversations/{conversation_id}/messages", {
-      params: { path: { conversation_id: conversation.id } },
-      body: { client_id: crypto.randomUUID(), text },
-    })
-    if (data) {
-      live.apply(data.message, false)
-      setError("")
-    } else {
-      input.value = text
-      setError(explain(response, error))
-    }
-  }
-
-  return (
-    <section class="room" aria-label={`Conversation with ${title}`}>
-      <header>
-        <h2>{title}</h2>
-        {others.map((id) => (
-          <span key={id} class="presence" data-testid="presence" data-user={id} data-online={String(live.online.has(id))}>
-            {names[id] ?? `user ${id}`}: {live.online.has(id) ? "online" : "offline"}
-          </span>
-        ))}
-      </header>
-      <ol class="messages" aria-live="polite">
-        {messages.map((m) => (
-          <li key={m.seq} data-testid="message-item" data-seq={m.seq} class={m.author_id === me.id ? "mine" : ""}>
-            <span class="author">{m.author_id === me.id ? "You" : (names[m.author_id] ?? m.author_id)}</span>{" "}
-            <span class="text">{preview(m)}</span>
-          </li>
-        ))}
-        <li ref={bottom} aria-hidden="true" class="end" />
-      </ol>
-      {typers.length > 0 && (
-        <p data-testid="typing-indicator" class="typing">
-          {typers.map((id) => names[id] ?? id).join(", ")} typing…
-        </p>
-      )}
-      {error && (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      )}
-      <label class="compose">
-        Message (Enter sends)
-        <textarea data-testid="message-input" rows={2} onKeyDown={send} onInput={typed} maxLength={4000} />
-      </label>
-    </section>
-  )
-}
