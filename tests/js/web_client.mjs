@@ -214,6 +214,33 @@ try {
   expect(after.me === 200 && !after.titles.includes("forged"), `after the other site's posts: ${JSON.stringify(after)}`)
   ok("another site can neither write for the user nor log them out")
 
+  // A group: Alice creates it with Bob, Bob sees it; Alice removes Bob, it leaves his list.
+  await a.getByText("New group").click()
+  await a.getByLabel("Title").fill("Team room")
+  await a.getByLabel("Members (logins, comma-separated)").fill(bob)
+  await a.getByRole("button", { name: "Create the group" }).click()
+  await id(b, "conversation-item").filter({ hasText: "Team room" }).waitFor({ timeout: WAIT })
+  await a.getByRole("button", { name: "Remove" }).click()
+  await id(b, "conversation-item").filter({ hasText: "Team room" }).waitFor({ state: "detached", timeout: WAIT })
+  ok("a group created with a member, who is then removed")
+
+  // The social room of seed 003: ticket, socket, welcome line, chat, presence.
+  await a.getByRole("button", { name: "Social room" }).click()
+  await b.getByRole("button", { name: "Social room" }).click()
+  for (const page of [a, b]) {
+    await id(page, "social-line").filter({ hasText: "Welcome to Social WebSocket!" }).waitFor({ timeout: WAIT })
+  }
+  await id(a, "social-contact-input").fill(bob)
+  await id(a, "social-contact-input").press("Enter")
+  await a.locator('[data-testid="social-presence"][data-online="true"]').waitFor({ timeout: WAIT })
+  await id(a, "social-input").fill("salut")
+  await id(a, "social-input").press("Enter")
+  await id(b, "social-line").filter({ hasText: `${alice}: salut` }).waitFor({ timeout: WAIT })
+  await screenshot(a, "social")
+  await axe(a, "social")
+  await a.getByRole("button", { name: "Messages" }).click()
+  ok("the social room: welcome line, presence, a chat delivered")
+
   // A reload keeps the session (the cookie), and the conversation's count.
   await b.reload()
   await id(b, "current-user").filter({ hasText: bob }).waitFor({ timeout: WAIT })

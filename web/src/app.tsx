@@ -5,8 +5,9 @@ import { api, explain, onUnauthorized, type User } from "./api/client"
 import { AuthForms } from "./screens/auth"
 import { Messaging } from "./screens/messaging"
 import { Publications } from "./screens/publications"
+import { SocialRoom } from "./screens/social"
 
-type Screen = "messages" | "publications"
+type Screen = "messages" | "publications" | "social"
 
 export function App() {
   const [user, setUser] = useState<User | null | undefined>(undefined)
@@ -54,6 +55,9 @@ export function App() {
           <button aria-pressed={screen === "publications"} onClick={() => setScreen("publications")}>
             My publications
           </button>
+          <button aria-pressed={screen === "social"} onClick={() => setScreen("social")}>
+            Social room
+          </button>
         </nav>
         <span class="me">
           Logged in as <strong data-testid="current-user">{user.login}</strong>
@@ -63,7 +67,11 @@ export function App() {
         </button>
       </header>
       {notice && <p role="status">{notice}</p>}
-      <main>{screen === "messages" ? <Messaging me={user} /> : <Publications />}</main>
+      <main>
+        {screen === "messages" && <Messaging me={user} />}
+        {screen === "publications" && <Publications />}
+        {screen === "social" && <SocialRoom />}
+      </main>
     </div>
   )
 }

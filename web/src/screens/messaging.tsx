@@ -4,6 +4,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks"
 import { api, explain, type Conversation, type User } from "../api/client"
 import { Live, latestMessages } from "../messaging/live"
+import { idsOfLogins } from "./group"
 import { preview, Room } from "./room"
 
 export function Messaging({ me }: { me: User }) {
@@ -85,6 +86,22 @@ export function Messaging({ me }: { me: User }) {
     await open(created.data.id)
   }
 
+  async function startGroup(event: Event) {
+    event.preventDefault()
+    const element = event.currentTarget as HTMLFormElement
+    const form = new FormData(element)
+    const logins = String(form.get("logins")).split(",").map((l) => l.trim()).filter(Boolean)
+    const members = await idsOfLogins(logins)
+    if (typeof members === "string") return setError(members)
+    const title = String(form.get("title"))
+    const created = await api.POST("/api/v1/conversations", { body: { kind: "group", title, members } })
+    if (!created.data) return setError(explain(created.response, created.error))
+    setError("")
+    element.reset()
+    await refresh()
+    await open(created.data.id)
+  }
+
   const shown = conversations
     .map((conversation) => live.merge(conversation))
     .sort((a, b) => (b.last_message?.created_at ?? b.created_at).localeCompare(a.last_message?.created_at ?? a.created_at))
@@ -104,6 +121,18 @@ export function Messaging({ me }: { me: User }) {
             <input data-testid="new-conversation-input" name="login" required pattern="[A-Za-z0-9_.\-]{3,64}" />
           </label>
         </form>
+        <details>
+          <summary>New group</summary>
+          <form onSubmit={startGroup}>
+            <label>
+              Title <input name="title" required maxLength={100} />
+            </label>
+            <label>
+              Members (logins, comma-separated) <input name="logins" required />
+            </label>
+            <button>Create the group</button>
+          </form>
+        </details>
         {error && (
           <p role="alert" class="error">
             {error}

@@ -3,6 +3,7 @@
 import { useEffect, useRef, useState } from "preact/hooks"
 import { api, explain, unescapeText, type Conversation, type Message, type User } from "../api/client"
 import type { Live } from "../messaging/live"
+import { GroupMembers } from "./group"
 import { ALLOWED as ALLOWED_TYPES, refusal, RULES, upload } from "../messaging/upload"
 
 const TYPING_EVERY_MS = 2000
@@ -119,6 +120,7 @@ export function Room({ conversation, me, live, names, title }: RoomProps) {
           </span>
         ))}
       </header>
+      {conversation.kind === "group" && <GroupMembers conversation={conversation} me={me} names={names} />}
       <ol class="messages" aria-live="polite">
         {messages.map((m) => {
           const mine = m.author_id === me.id
