@@ -267,6 +267,19 @@ try {
   const a2 = await contextA.newPage()
   await a2.goto(base + "/")
   await a2.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: WAIT })
+  // Two tabs of one user stay in sync: Bob writes; Alice reads it in one tab; the
+  // other tab shows the message and, from the read receipt, no unread left.
+  await id(a, "conversation-item").filter({ hasText: bob }).click()
+  await b.getByRole("button", { name: "Messages" }).click()
+  await id(b, "conversation-item").filter({ hasText: alice }).click()
+  await id(b, "message-input").fill("for both tabs")
+  await id(b, "message-input").press("Enter")
+  await id(a, "message-item").filter({ hasText: "for both tabs" }).waitFor({ timeout: WAIT })
+  await a2
+    .locator('[data-testid="conversation-item"][data-unread="0"]')
+    .filter({ hasText: "for both tabs" })
+    .waitFor({ timeout: WAIT })
+  ok("two tabs of a user in sync: the message, and the read state from the other tab")
   await id(a, "logout-button").click()
   await id(a, "login-form").waitFor({ timeout: WAIT })
   await id(a2, "login-form").waitFor({ timeout: WAIT })
