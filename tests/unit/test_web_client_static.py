@@ -6,7 +6,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from agora.runtime import web_client
 from agora.runtime.registry import ALL, build_app
 from tests.support.settings import make_settings
 
@@ -48,7 +50,15 @@ async def test_other_paths_stay_the_services(tmp_path: Path, dist: Path) -> None
         assert api.status_code == 401
 
 
-async def test_nothing_at_slash_without_a_build(tmp_path: Path) -> None:
-    async with client_of(tmp_path, web_dist_dir=tmp_path / "not-built") as client:
+async def test_nothing_at_slash_without_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_client, "checkout_dist", lambda: tmp_path / "not-built")
+    async with client_of(tmp_path) as client:
         page = await client.get("/")
         assert page.status_code == 404 and page.json() == {"error": "Not found"}
+
+
+def test_a_named_dist_must_be_a_build(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"holds no index\.html"):
+        make_settings(tmp_path, web_dist_dir=tmp_path / "not-built")

@@ -299,6 +299,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("web_dist_dir")
+    @classmethod
+    def _check_web_dist(cls, dist: Path | None) -> Path | None:
+        # Named explicitly, it must be a build: a typo would serve nothing at / silently.
+        if dist is not None and not (dist / "index.html").is_file():
+            raise ValueError(f"{dist} holds no index.html: build the web client (make web)")
+        return dist
+
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, origins: list[str]) -> list[str]:
