@@ -286,6 +286,19 @@ try {
   const me = await a2.evaluate(async () => (await fetch("/auth/api/me")).status)
   expect(me === 401, `after logout /auth/api/me answered ${me}`)
   ok("logout in one tab ends the other tab's socket and session")
+
+  // Refusals are explained: after repeated wrong passwords, the 429 and its Retry-After.
+  for (let attempt = 0; attempt < 8; attempt++) {
+    await id(a, "login-input").fill(alice)
+    await id(a, "password-input").fill("wrong password, surely")
+    await id(a, "login-submit").click()
+    await a.getByRole("alert").waitFor({ timeout: WAIT })
+    result.refusal = await a.getByRole("alert").textContent()
+    if (/Try again in \d+ s/.test(result.refusal)) break
+    await expect(/Invalid/i.test(result.refusal), `unexpected refusal: ${result.refusal}`)
+  }
+  expect(/Try again in \d+ s/.test(result.refusal), `no Retry-After explained: ${result.refusal}`)
+  ok("a 429 explained with its Retry-After")
 } finally {
   await browser.close()
 }
