@@ -1,5 +1,5 @@
 // Log in and register. The login answer's body also holds the token (for curl and
-// API clients): it is dropped unread; the browser keeps only the HttpOnly cookie.
+// API clients): it is never read; the browser keeps only the HttpOnly cookie.
 import { useState } from "preact/hooks"
 import { api, explain, type User } from "../api/client"
 
@@ -19,7 +19,10 @@ export function AuthForms({ notice, onLoggedIn }: Props) {
     setBusy(true)
     setError("")
     const body = { login: String(form.get("login")), password: String(form.get("password")) }
-    const { response, error } = await api.POST("/auth/api/login", { body })
+    // parseAs "stream": the answer's body (it holds the token) is never read into JS;
+    // the cookies it came with are the session.
+    const { data, response, error } = await api.POST("/auth/api/login", { body, parseAs: "stream" })
+    await data?.cancel()
     if (response.ok) {
       const me = await api.GET("/auth/api/me")
       if (me.data) onLoggedIn(me.data)
