@@ -118,6 +118,10 @@ try {
   await b.locator('[data-testid="conversation-item"][data-unread="0"]').waitFor({ timeout: WAIT })
   ok("opening a conversation reads it")
 
+  // Per-conversation presence: both have it open now.
+  await id(a, "conversation-presence").filter({ hasText: bob }).waitFor({ timeout: WAIT })
+  ok("presence in the conversation seen")
+
   // Typing: Bob types, Alice sees it.
   await id(b, "message-input").click()
   const typingStart = Date.now()

@@ -27,7 +27,8 @@ export class Live {
   readonly unread = new Map<string, number>()
   readonly readCursors = new Map<string, Map<string, number>>() // conversation → user → read_seq
   readonly typing = new Map<string, Map<string, number>>() // conversation → user → timer
-  online = new Set<string>()
+  online = new Set<string>() // contacts with a live messaging socket (user: topic)
+  here = new Set<string>() // users in the open conversation now (conversation: topic)
   state: ConnectionState = "reconnecting"
   private socket: Socket
   private userChannel: Channel
@@ -123,6 +124,12 @@ export class Live {
     channel.on("typing", (event: { user_id: string; typing: boolean }) => {
       this.setTyping(conversation, event.user_id, event.typing)
     })
+    const presence = new Presence(channel)
+    presence.onSync(() => {
+      this.here = new Set(presence.list((id: string) => id))
+      this.changed()
+    })
+    this.here = new Set()
     channel.join()
     this.roomChannel = channel
   }

@@ -119,6 +119,9 @@ export function Room({ conversation, me, live, names, title }: RoomProps) {
             {names[id] ?? `user ${id}`}: {live.online.has(id) ? "online" : "offline"}
           </span>
         ))}
+        <span class="here" data-testid="conversation-presence">
+          In this conversation now: {[...live.here].filter((id) => id !== me.id).map((id) => names[id] ?? id).join(", ") || "nobody else"}
+        </span>
       </header>
       {conversation.kind === "group" && <GroupMembers conversation={conversation} me={me} names={names} />}
       <ol class="messages" aria-live="polite">
