@@ -62,4 +62,4 @@ async def test_two_users_in_two_browsers(server: Server) -> None:
     assert len(result["after_offline"]) == len(set(result["after_offline"])) == 7
     assert result["axe"] and all(not found for found in result["axe"].values()), result["axe"]
     assert result["upload_progress"], result
-    assert len(result["checks"]) == 21, result["checks"]
+    assert len(result["checks"]) == 22, result["checks"]

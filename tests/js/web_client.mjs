@@ -267,6 +267,24 @@ try {
   await id(b, "publication-item").waitFor({ state: "detached", timeout: WAIT })
   ok("publications: create (shown as text), edit, delete")
 
+  // Paging: 12 publications, a page of 10, then the rest.
+  await b.evaluate(async () => {
+    const csrf = decodeURIComponent(document.cookie.match(/(?:^|; )csrf_token=([^;]+)/)[1])
+    for (let n = 1; n <= 12; n++) {
+      const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf }
+      const answer = await fetch("/api/publications", { method: "POST", headers, body: JSON.stringify({ title: `Post ${n}`, body: "" }) })
+      if (answer.status !== 201) throw new Error(`publication ${n}: ${answer.status}`)
+    }
+  })
+  await b.getByRole("button", { name: "Messages" }).click()
+  await b.getByRole("button", { name: "My publications" }).click()
+  await id(b, "publication-item").nth(9).waitFor({ timeout: WAIT })
+  expect((await id(b, "publication-item").count()) === 10, "the first page is not 10 publications")
+  await b.getByRole("button", { name: "More publications" }).click()
+  await id(b, "publication-item").nth(11).waitFor({ timeout: WAIT })
+  expect((await id(b, "publication-item").count()) === 12, "paging lost or repeated publications")
+  ok("publications paged")
+
   // Logout in one tab ends the other tab's session and socket.
   const a2 = await contextA.newPage()
   await a2.goto(base + "/")
