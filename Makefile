@@ -18,7 +18,14 @@ STAMP     := $(VENV)/.installed
 GRPC   := src/agora/grpc_gen/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test test-fast lint bench install install-run clean
+.PHONY: run test test-fast lint bench install install-run clean web web-api
+
+# The web client (web/, docs/web.md): built into web/dist by Vite when a source changed,
+# with node and npm only (npm ci from package-lock.json, no browser download).
+NODE_STAMP  := node_modules/.package-lock.json
+WEB_DIST    := web/dist/index.html
+WEB_SOURCES := $(shell find web/src web/scripts -type f 2>/dev/null) web/index.html \
+	web/vite.config.ts web/tsconfig.json package-lock.json
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,11 +47,26 @@ install: $(STAMP) $(GRPC)
 
 install-run: $(RUN_STAMP)
 
-run: $(RUN_STAMP)
+$(NODE_STAMP): package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+
+$(WEB_DIST): $(WEB_SOURCES) | $(NODE_STAMP)
+	npm run -s web:build
+
+web: $(WEB_DIST)
+
+# After an API change: the merged OpenAPI document, then the client's types (tsc fails
+# where the client no longer fits the API).
+web-api: $(STAMP) | $(NODE_STAMP)
+	$(BIN)/python web/scripts/dump_openapi.py web/openapi.json
+	npm run -s web:api
+	npm run -s web:check
+
+run: $(RUN_STAMP) $(WEB_DIST)
 	$(BIN)/agora db upgrade
 	$(BIN)/agora serve
 
-test: $(STAMP) $(GRPC)
+test: $(STAMP) $(GRPC) $(WEB_DIST)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(GRPC)
@@ -62,4 +84,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache \
-		build dist src/*.egg-info
+		build dist src/*.egg-info web/dist

@@ -213,6 +213,9 @@ class Settings(BaseSettings):
     messaging_typing_ttl: float = Field(5.0, gt=0, le=60)
     messaging_connections_per_ip: int = Field(60, ge=1)
     messaging_frames_per_minute: int = Field(600, ge=1)
+    # The built web client (web/dist) served at / by the all-in-one process (`make run`);
+    # unset: the checkout's web/dist when it was built (docs/web.md).
+    web_dist_dir: Path | None = None
     # Media: stored on disk under media_dir (default <data_dir>/media), size cap, and the
     # content types accepted (checked against the file's own first bytes too).
     media_dir: Path | None = None
@@ -331,6 +334,14 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("web_dist_dir")
+    @classmethod
+    def _check_web_dist(cls, dist: Path | None) -> Path | None:
+        # Named explicitly, it must be a build: a typo would serve nothing at / silently.
+        if dist is not None and not (dist / "index.html").is_file():
+            raise ValueError(f"{dist} holds no index.html: build the web client (make web)")
+        return dist
 
     @field_validator("cors_origins")
     @classmethod

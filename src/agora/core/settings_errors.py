@@ -35,6 +35,7 @@ EXAMPLES = {
     "jwks_url": "https://auth.example.com/auth/.well-known/jwks.json",
     "cors_origins": "https://app.example.com,https://admin.example.com",
     "media_dir": "/var/lib/agora/media",
+    "web_dist_dir": "/srv/agora/web",
     "media_url": "https://media.internal.example.com/objects",
     "media_token": "$(openssl rand -base64 32)",
     "csrf_secret": "$(openssl rand -base64 48)",

@@ -29,6 +29,7 @@ from agora.runtime.health import (
     wait_until_reachable,
     workers_probe,
 )
+from agora.runtime.web_client import WebClient
 from agora.web.access_log import AccessLog
 from agora.web.metrics import HttpMetricsMiddleware
 from agora.web.security import SecurityHeadersMiddleware
@@ -43,8 +44,15 @@ def registrars_of(apps: Sequence[ServiceApp]) -> list[Registrar]:
 
 
 class ProcessApp:
-    def __init__(self, apps: Sequence[ServiceApp], backends: Backends, owns_backends: bool) -> None:
+    def __init__(
+        self,
+        apps: Sequence[ServiceApp],
+        backends: Backends,
+        owns_backends: bool,
+        web_client: WebClient | None = None,
+    ) -> None:
         self.apps = list(apps)
+        self.web_client = web_client  # the browser app at / (all-in-one process only)
         self.backends = backends
         self.owns_backends = owns_backends
         self.grpc: GrpcServer | None = None  # the process's gRPC server, while running
@@ -153,6 +161,12 @@ class ProcessApp:
                 await send({"type": "websocket.close", "code": 1013})
         elif app is not None:
             await app(scope, receive, send)
+        elif (
+            scope["type"] == "http"
+            and self.web_client is not None
+            and self.web_client.serves(scope["path"])
+        ):
+            await self.web_client(scope, receive, send)
         elif scope["type"] == "http":
             await self.not_found(scope, receive, send)
         else:  # a websocket to an unknown path

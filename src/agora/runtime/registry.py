@@ -13,6 +13,7 @@ from agora.core.settings import Settings
 from agora.ports.backends import Backends
 from agora.runtime.backends import build_backends, build_messaging_adapters
 from agora.runtime.process import ProcessApp
+from agora.runtime.web_client import WebClient, web_dist
 from agora.services.auth.app import create_app as create_auth_app
 from agora.services.messaging.app import create_app as create_messaging_app
 from agora.services.publications.app import create_app as create_publications_app
@@ -48,4 +49,7 @@ def build_app(name: str, settings: Settings, backends: Backends | None = None) -
     shared = backends or build_backends(settings)
     names = list(SERVICES) if name == ALL else [name]
     apps = [service_app(each, settings, shared) for each in names]
-    return ProcessApp(apps, shared, owns_backends=backends is None)
+    # The browser app at / when every service is here (make run), if it was built.
+    dist = web_dist(settings) if name == ALL else None
+    web_client = WebClient(dist, hsts=settings.cookie_secure) if dist is not None else None
+    return ProcessApp(apps, shared, owns_backends=backends is None, web_client=web_client)

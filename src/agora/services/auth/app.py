@@ -15,6 +15,7 @@ from agora.services.auth.registration_throttle import RegistrationThrottle
 from agora.services.auth.routes import router
 from agora.services.auth.service import AuthService
 from agora.services.auth.throttle import LoginThrottle
+from agora.services.auth.user_lookup import router as user_lookup_router
 from agora.web.app import build_service_app
 from agora.web.service_app import ServiceApp
 
@@ -43,7 +44,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
         name="auth",
         settings=settings,
         backends=backends,
-        routers=[router, introspection_router],
+        routers=[router, introspection_router, user_lookup_router],
         path_prefixes=PATH_PREFIXES,
         on_start=[start_workers],
         on_stop=[stop_workers],

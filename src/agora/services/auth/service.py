@@ -231,6 +231,11 @@ class AuthService:
         async with self.db.sessions() as session:
             return await UserRepository(session).by_id(int(user_id))
 
+    async def by_login(self, login: str) -> User | None:
+        """The user with exactly this login (case folded), or None: no search."""
+        async with self.db.sessions() as session:
+            return await UserRepository(session).by_login(login)
+
     async def _write_event(self, session: AsyncSession, event: str, user_id: int) -> bool:
         """Queue a connected/disconnected event in the caller's transaction.
 
