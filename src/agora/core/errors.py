@@ -41,6 +41,7 @@ class CsrfRefused(Forbidden):
 
     public_reason = "csrf_failed"
 
+
 class CrossSiteRefused(Forbidden):
     """A browser request from another site to a route that sets or clears the session
     cookie (login CSRF)."""
