@@ -62,7 +62,8 @@ export function explain(response: Response | undefined, error: unknown): string 
   return text
 }
 
-/** Message text is stored with &, <, > as entities (nh3): shown as the characters,
+/** User text (messages, titles, publications, chat) is stored with &, <, >, " and ' as
+ * entities (the text policy, core/text.py): shown as the characters,
  * always through a text node, never as HTML. */
 export function unescapeText(text: string): string {
   return text.replace(/&(lt|gt|quot|#39|#x27|amp);/g, (_, entity: string) =>

@@ -2,7 +2,7 @@
 // conversation started by a user's exact login, the open conversation's messages,
 // typing, presence and the socket's state. Every text shown is a text node.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks"
-import { api, explain, type Conversation, type User } from "../api/client"
+import { api, explain, unescapeText, type Conversation, type User } from "../api/client"
 import { Live, latestMessages } from "../messaging/live"
 import { idsOfLogins } from "./group"
 import { preview, Room } from "./room"
@@ -107,7 +107,7 @@ export function Messaging({ me }: { me: User }) {
     .sort((a, b) => (b.last_message?.created_at ?? b.created_at).localeCompare(a.last_message?.created_at ?? a.created_at))
   const current = shown.find((c) => c.id === openId) ?? null
   const title = (c: Conversation) =>
-    c.title ?? c.members.filter((id) => id !== me.id).map((id) => names[id] ?? `user ${id}`).join(", ")
+    (c.title != null ? unescapeText(c.title) : null) ?? c.members.filter((id) => id !== me.id).map((id) => names[id] ?? `user ${id}`).join(", ")
 
   return (
     <div class="messaging">

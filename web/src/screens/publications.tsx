@@ -1,7 +1,8 @@
 // My publications: a page at a time (the API's cursor), create, edit in place, delete.
-// Titles and bodies are shown as text, whatever they hold.
+// Titles and bodies are shown as text, whatever they hold (stored with entities: the
+// text policy of docs/security.md; unescaped into a text node, never parsed as HTML).
 import { useEffect, useState } from "preact/hooks"
-import { api, explain, type Publication } from "../api/client"
+import { api, explain, unescapeText, type Publication } from "../api/client"
 
 const PAGE = 10
 
@@ -77,10 +78,10 @@ export function Publications() {
             <li data-testid="publication-item" key={item.id}>
               <form class="stack" onSubmit={(event) => save(item.id, event)} aria-label="Edit publication">
                 <label>
-                  Title <input name="title" defaultValue={item.title} required />
+                  Title <input name="title" defaultValue={unescapeText(item.title)} required />
                 </label>
                 <label>
-                  Text <textarea name="body" defaultValue={item.body} rows={3} />
+                  Text <textarea name="body" defaultValue={unescapeText(item.body)} rows={3} />
                 </label>
                 <button>Save</button>
                 <button type="button" onClick={() => setEditing(null)}>
@@ -90,8 +91,8 @@ export function Publications() {
             </li>
           ) : (
             <li data-testid="publication-item" key={item.id}>
-              <h3>{item.title}</h3>
-              <p class="body">{item.body}</p>
+              <h3>{unescapeText(item.title)}</h3>
+              <p class="body">{unescapeText(item.body)}</p>
               <button onClick={() => setEditing(item.id)}>Edit</button>
               <button onClick={() => remove(item.id)}>Delete</button>
             </li>

@@ -2,7 +2,7 @@
 // with it, the welcome line, live chat with a user (found by exact login), and who of
 // one's contacts is online (presence.watch). Live only: nothing is stored.
 import { useEffect, useRef, useState } from "preact/hooks"
-import { api, explain, type UserCard } from "../api/client"
+import { api, explain, unescapeText, type UserCard } from "../api/client"
 
 interface Line {
   key: number
@@ -51,9 +51,9 @@ export function SocialRoom() {
       case "connected":
         return say(String(frame.message))
       case "chat":
-        return say(`${String(frame.fromLogin)}: ${String(frame.content)}`)
+        return say(`${String(frame.fromLogin)}: ${unescapeText(String(frame.content))}`)
       case "echo":
-        return say(`(echo) ${String(frame.content)}`)
+        return say(`(echo) ${unescapeText(String(frame.content))}`)
       case "presence":
         return setOnline(new Set(frame.online as string[]))
       case "presence.join":
