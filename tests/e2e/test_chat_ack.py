@@ -35,7 +35,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster
     with (
         StalledRedis(redis_url).running() as redis,
         deployment(root, redis_url=redis.url, amqp_url=amqp_url) as services,
-        cluster(services, counts) as started,
+        # The chat's reach (shared conversations) is not what this tests: anyone.
+        cluster(services, counts, AGORA_SOCIAL_CHAT_REACH="anyone") as started,
     ):
         yield started, redis
 

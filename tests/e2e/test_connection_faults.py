@@ -38,6 +38,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deploym
         "AGORA_WS_OUTBOUND_QUEUE_BYTES": "200000",
         "AGORA_SOCIAL_MAX_CONTENT_CHARS": str(CHAT_CHARS),
         "AGORA_SOCIAL_MESSAGES_PER_WINDOW": "100000",
+        "AGORA_SOCIAL_CHAT_REACH": "anyone",  # the reach is not what this tests
     }
     with deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services:
         counts = {"auth": 1, "publications": 0, "social": 1, "messaging": 0}

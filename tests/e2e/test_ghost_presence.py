@@ -27,7 +27,11 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deploym
     redis_url, amqp_url = require_redis(), require_rabbitmq()
     require_nginx()
     root = tmp_path_factory.mktemp("e2e-ghost")
-    env = {"AGORA_PRESENCE_TTL": str(TTL), "AGORA_PRESENCE_RECHECK_INTERVAL": str(RECHECK)}
+    env = {
+        "AGORA_PRESENCE_TTL": str(TTL),
+        "AGORA_PRESENCE_RECHECK_INTERVAL": str(RECHECK),
+        "AGORA_SOCIAL_CHAT_REACH": "anyone",  # presence.query's reach is not what this tests
+    }
     counts = {"auth": 1, "publications": 0, "social": 2, "messaging": 0}
     with (
         deployment(root, redis_url=redis_url, amqp_url=amqp_url) as services,
