@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -142,28 +143,32 @@ def hs512_with_the_right_secret() -> str:
         return signed(algorithm="HS512")
 
 
-BAD_TOKENS = {
-    "expired": (signed(iat=1000, nbf=1000, exp=2000), "Token expired"),
-    "forged": (signed(secret="another-secret-of-sufficient-length-0123456789"), "Invalid token"),
-    "wrong_audience": (signed(aud="elsewhere"), "Invalid token"),
-    "wrong_issuer": (signed(iss="someone-else"), "Invalid token"),
-    "wrong_type": (signed(typ="ws-connect"), "Invalid token type"),
-    "not_yet_valid": (signed(nbf=int(time.time()) + 3600), "Invalid token"),
-    "alg_none": (jwt.encode(claims(), None, algorithm="none"), "Invalid token"),
-    "other_hmac_alg": (hs512_with_the_right_secret(), "Invalid token"),
-    "no_jti": (
+# Made when the test runs, not at collection: a long suite would see them expire.
+BAD_TOKENS: dict[str, Callable[[], tuple[str, str]]] = {
+    "expired": lambda: (signed(iat=1000, nbf=1000, exp=2000), "Token expired"),
+    "forged": lambda: (
+        signed(secret="another-secret-of-sufficient-length-0123456789"),
+        "Invalid token",
+    ),
+    "wrong_audience": lambda: (signed(aud="elsewhere"), "Invalid token"),
+    "wrong_issuer": lambda: (signed(iss="someone-else"), "Invalid token"),
+    "wrong_type": lambda: (signed(typ="ws-connect"), "Invalid token type"),
+    "not_yet_valid": lambda: (signed(nbf=int(time.time()) + 3600), "Invalid token"),
+    "alg_none": lambda: (jwt.encode(claims(), None, algorithm="none"), "Invalid token"),
+    "other_hmac_alg": lambda: (hs512_with_the_right_secret(), "Invalid token"),
+    "no_jti": lambda: (
         jwt.encode({k: v for k, v in claims().items() if k != "jti"}, TEST_SECRET),
         "Invalid token",
     ),
-    "malformed": ("not.a.jwt", "Invalid token"),
-    "huge": ("a" * 10_000, "Invalid token"),
+    "malformed": lambda: ("not.a.jwt", "Invalid token"),
+    "huge": lambda: ("a" * 10_000, "Invalid token"),
 }
 
 
 @pytest.mark.filterwarnings("ignore:The 'auth_token' cookie is too large")
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
 def test_bad_token_is_401_json_never_500(case: str) -> None:
-    token, message = BAD_TOKENS[case]
+    token, message = BAD_TOKENS[case]()
     client = make_app().test_client()
     assert_refused(client.get("/api/whoami", headers={"Authorization": f"Bearer {token}"}), message)
     client.set_cookie("auth_token", token)
