@@ -36,6 +36,9 @@ def agora_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         AGORA_ARGON2_MEMORY_COST="64",
         AGORA_ARGON2_PARALLELISM="1",
         AGORA_REGISTER_IP_MAX_ATTEMPTS="100000",  # every test user comes from 127.0.0.1
+        # Tests register users several at a time: the register lane (1 hash at once) queues
+        # them rather than answering 503 (the lane itself: tests/security/test_registration.py).
+        AGORA_PASSWORD_REGISTER_QUEUE="256",
         AGORA_COOKIE_SECURE="false",
         AGORA_LOG_LEVEL="WARNING",
         AGORA_GRPC_PORT="0",  # 50051 is one per machine; a test wanting gRPC picks a port
