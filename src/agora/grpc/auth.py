@@ -12,10 +12,11 @@ error to its status (`agora.grpc.errors`).
 
 A method wrapped with `@user_or_service_rpc` also accepts another Agora service:
 `authorization: Basic base64(client_id:secret)`, the secret being the one
-`security.client_secrets` derives for that client id from the shared JWT secret (as
-for the introspection endpoint). It gets a `ServiceCaller`, which the method may trust
-further than a user (auth's BatchGetUsers answers a service about anyone). A wrong
-secret is audited as `auth.rejected` (reason `bad_client_secret`) and UNAUTHENTICATED.
+`security.client_secrets` derives for that client id from the shared JWT secret, or
+`AGORA_INTROSPECTION_SECRET` (the client credentials of the introspection endpoint).
+It gets a `ServiceCaller`, which the method may trust further than a user (auth's
+BatchGetUsers answers a service about anyone). A wrong secret is audited as
+`auth.rejected` (reason `bad_client_secret`) and UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -34,7 +34,7 @@ import grpc
 from agora.core.audit import Audit
 from agora.core.errors import Unauthorized
 from agora.grpc.errors import answered
-from agora.security.client_secrets import derived_client_secret
+from agora.security.client_secrets import ClientSecrets
 from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 
@@ -103,10 +103,12 @@ Resp = TypeVar("Resp")
 
 
 class GrpcAuthenticator:
-    def __init__(self, guard: TokenGuard, audit: Audit, jwt_secret: str | None = None) -> None:
+    def __init__(
+        self, guard: TokenGuard, audit: Audit, clients: ClientSecrets | None = None
+    ) -> None:
         self.guard = guard
         self.audit = audit
-        self.jwt_secret = jwt_secret  # None: no service may call as a service
+        self.clients = clients or ClientSecrets()  # none set: no service calls as a service
 
     async def authenticate_user_or_service(
         self, context: grpc.aio.ServicerContext[Req, Resp], method: str
@@ -116,11 +118,8 @@ class GrpcAuthenticator:
             return await self.authenticate(context, method)
         ip = peer_ip(context.peer())
         pair = basic_credentials(credentials)
-        if pair is not None and self.jwt_secret:
-            client_id, secret = pair
-            expected = derived_client_secret(self.jwt_secret, client_id)
-            if hmac.compare_digest(secret.encode(), expected.encode()):
-                return ServiceCaller(client_id, ip)
+        if pair is not None and self.clients.accepts(*pair):
+            return ServiceCaller(pair[0], ip)
         await self.audit.refusal(
             "auth.rejected",
             ip=ip,

@@ -82,17 +82,16 @@ def build_backends(settings: Settings) -> Backends:
 def build_user_directory(settings: Settings, backends: Backends) -> UserDirectory:
     if settings.users_grpc_target:
         from agora.adapters.users_grpc import GrpcUserDirectory
-        from agora.security.client_secrets import derived_client_secret
+        from agora.security.client_secrets import client_secrets
 
         # Messaging calls auth as a service (it looks up people not yet the user's
-        # contacts), with the client secret both derive from the shared JWT secret.
-        jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
-        client = (MESSAGING_CLIENT, derived_client_secret(jwt_secret, MESSAGING_CLIENT))
+        # contacts): AGORA_INTROSPECTION_SECRET, else the secret derived from the JWT one.
+        password = client_secrets(settings).password_for(MESSAGING_CLIENT)
         return GrpcUserDirectory(
             settings.users_grpc_target,
             deadline=settings.users_grpc_deadline,
             retries=settings.users_grpc_retries,
-            client=client if jwt_secret else None,
+            client=(MESSAGING_CLIENT, password) if password else None,
         )
     from agora.services.auth.user_directory import LocalUserDirectory
 

@@ -8,6 +8,7 @@ from agora.core.settings import Settings
 from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
 from agora.ports.contacts import NOBODY
+from agora.security.client_secrets import client_secrets
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
 from agora.services.auth.introspection import router as introspection_router
@@ -54,7 +55,7 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     app.grpc_servicers = [
         user_service(
             backends.database,
-            GrpcAuthenticator(context.guard, context.audit, jwt_secret=settings.secret),
+            GrpcAuthenticator(context.guard, context.audit, client_secrets(settings)),
             # Users see their contacts only; closed (themselves only) with no answer.
             backends.contacts or NOBODY,
         )
