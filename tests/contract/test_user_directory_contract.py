@@ -1,9 +1,10 @@
 """The UserDirectory port's contract, run against both backends on both databases:
 LocalUserDirectory (the embedded default, reading `auth_users` in the same database)
-and GrpcUserDirectory (auth's real UserService on an ephemeral port, called with the
-caller's access token).
+and GrpcUserDirectory (auth's real UserService on an ephemeral port, called as the
+service `messaging`, as `build_user_directory` configures it).
 
-Then what only the remote backend can meet: auth refusing the token, auth down (a
+Then what only the remote backend can meet: auth refusing the token or the service's
+secret, a user's own token seeing only their contacts, auth down (a
 closed port, a server that never answers) within deadline x retries, and auth coming
 back while the directory retries.
 """
@@ -23,7 +24,9 @@ from agora.adapters.users_grpc import GrpcUserDirectory
 from agora.core.errors import Unauthorized
 from agora.grpc.server import GrpcServer
 from agora.ports.users import MAX_BATCH, UserDirectory, UserInfo, UsersUnavailable
+from agora.runtime.backends import MESSAGING_CLIENT
 from agora.runtime.process import registrars_of
+from agora.security.client_secrets import derived_client_secret
 from agora.services.auth.user_directory import LocalUserDirectory
 from tests.support.grpc_servers import Running, running_auth
 from tests.support.net import free_port
@@ -44,6 +47,11 @@ async def auth(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
+def messaging_client(auth: Running) -> tuple[str, str]:
+    secret = auth.app("auth").context.settings.secret
+    return MESSAGING_CLIENT, derived_client_secret(secret, MESSAGING_CLIENT)
+
+
 @pytest.fixture(params=[pytest.param("local", marks=pytest.mark.embedded), "grpc"])
 async def directory(request: pytest.FixtureRequest, auth: Running) -> AsyncIterator[Directory]:
     known = []
@@ -56,7 +64,8 @@ async def directory(request: pytest.FixtureRequest, auth: Running) -> AsyncItera
     if request.param == "local":
         users = LocalUserDirectory(auth.app("auth").context.backends.database)
     else:
-        users = GrpcUserDirectory(auth.server.target, deadline=5.0, retries=2)
+        client = messaging_client(auth)
+        users = GrpcUserDirectory(auth.server.target, deadline=5.0, retries=2, client=client)
     try:
         yield Directory(users, known, token)
     finally:
@@ -114,6 +123,28 @@ async def test_a_refused_token_is_unauthorized(auth: Running) -> None:
             await users.get_users([str(user["id"])], None)
     finally:
         await users.close()
+
+
+async def test_a_wrong_service_secret_is_unauthorized(auth: Running) -> None:
+    user, token = await register_and_login(auth.http)
+    client = (MESSAGING_CLIENT, "not-the-secret")
+    users = GrpcUserDirectory(auth.server.target, deadline=5.0, retries=3, client=client)
+    try:
+        with pytest.raises(Unauthorized):
+            await users.get_users([str(user["id"])], token)
+    finally:
+        await users.close()
+
+
+async def test_a_users_token_sees_only_themself_and_contacts(auth: Running) -> None:
+    me, token = await register_and_login(auth.http)
+    stranger, _ = await register_and_login(auth.http)
+    users = GrpcUserDirectory(auth.server.target, deadline=5.0, retries=3)
+    try:
+        found = await users.get_users([str(me["id"]), str(stranger["id"])], token)
+    finally:
+        await users.close()
+    assert set(found) == {str(me["id"])}
 
 
 async def test_auth_down_is_users_unavailable_quickly(caplog: pytest.LogCaptureFixture) -> None:

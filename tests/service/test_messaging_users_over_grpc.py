@@ -1,7 +1,8 @@
 """Messaging finding its members through auth's gRPC UserService (`AGORA_USERS_GRPC_TARGET`),
 as a deployment with separate processes does: the embedded app's own gRPC server on a
 free port is the target, and the REST calls that check or describe members go through
-it with the caller's token. With auth unreachable, they answer 503 with a clear error,
+it, messaging calling as a service (a user's own token would see only their contacts,
+not the people they are about to add). With auth unreachable, they answer 503 with a clear error,
 within the configured deadline x retries."""
 
 from __future__ import annotations
@@ -63,6 +64,36 @@ async def test_members_are_checked_and_described_over_grpc(
         logins = {user["login"] for user in described.json()["users"]}
         assert logins == {alice["login"], bob["login"]}
         assert "email" not in described.text
+
+
+async def test_messaging_calls_as_a_service_not_with_the_users_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    async with agora(tmp_path, database_url, grpc_port=port, users_grpc_target=target) as (
+        http,
+        app,
+    ):
+        messaging = next(a for a in app.apps if a.context.name == "messaging")
+        directory = messaging.provided(MessagingService).users
+        _, alice_token = await register_and_login(http)
+        carol, _ = await register_and_login(http)
+        carol_id = str(carol["id"])
+        # Messaging's directory finds carol, not yet alice's contact...
+        assert set(await directory.get_users([carol_id], alice_token)) == {carol_id}
+        # ...which alice's own token would not: auth shows a user their contacts only.
+        as_alice = GrpcUserDirectory(target)
+        try:
+            assert await as_alice.get_users([carol_id], alice_token) == {}
+        finally:
+            await as_alice.close()
+        group = await http.post(
+            "/api/v1/conversations",
+            json={"kind": "group", "title": "Team", "members": [carol_id]},
+            headers={"Authorization": f"Bearer {alice_token}"},
+        )
+        assert group.status_code == 201, group.text
 
 
 async def test_auth_down_is_a_clear_503_within_the_deadline(

@@ -1,6 +1,10 @@
 """The `UserDirectory` port over auth's gRPC `UserService.BatchGetUsers`.
 
-Forwards the caller's access token. Each attempt has a deadline; UNAVAILABLE and
+Calls as a service (`client`: `authorization: Basic`, the client secret derived from
+the JWT secret, agora.security.client_secrets) when given one: auth then answers about
+anyone, as messaging must check people not yet in a conversation with the user. Without
+it, forwards the caller's access token, and auth answers only about the caller's
+contacts (docs/security.md "User directory over gRPC"). Each attempt has a deadline; UNAVAILABLE and
 DEADLINE_EXCEEDED are retried with backoff within a total budget of deadline x
 retries, after which `UsersUnavailable` says auth cannot be reached.
 """
@@ -8,6 +12,7 @@ retries, after which `UsersUnavailable` says auth cannot be reached.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import time
@@ -57,6 +62,7 @@ class GrpcUserDirectory:
         *,
         backoff: float = 0.05,
         max_backoff: float = 0.5,
+        client: tuple[str, str] | None = None,
     ) -> None:
         if deadline <= 0 or retries < 1:
             raise ValueError("deadline must be > 0 and retries >= 1")
@@ -65,6 +71,11 @@ class GrpcUserDirectory:
         self.retries = retries  # attempts in all, each with its own deadline
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # (client id, secret): call as this service rather than as the user.
+        self._service_auth: str | None = None
+        if client is not None:
+            pair = f"{client[0]}:{client[1]}".encode()
+            self._service_auth = f"Basic {base64.b64encode(pair).decode()}"
         self._channel: grpc.aio.Channel | None = None
         self._stub: UserServiceCalls | None = None
 
@@ -84,19 +95,23 @@ class GrpcUserDirectory:
         ids = [str(i) for i in account_ids(user_ids)]
         if not ids:
             return {}
-        if not token:
-            # Auth's UserService authenticates every caller by its access token; a caller
-            # without one (the socket holds a ticket) cannot be looked up remotely.
+        if self._service_auth is not None:
+            credentials = self._service_auth
+        elif token:
+            credentials = f"Bearer {token}"
+        else:
+            # Without service credentials auth authenticates the caller by its access
+            # token; a caller without one (the socket holds a ticket) cannot be looked up.
             raise UsersUnavailable("User directory needs the caller's access token")
         found: dict[str, UserInfo] = {}
         for start in range(0, len(ids), MAX_BATCH):
-            found.update(await self._batch(ids[start : start + MAX_BATCH], token))
+            found.update(await self._batch(ids[start : start + MAX_BATCH], credentials))
         return found
 
-    async def _batch(self, ids: list[str], token: str) -> dict[str, UserInfo]:
+    async def _batch(self, ids: list[str], credentials: str) -> dict[str, UserInfo]:
         stub = self._get_stub()
         request = users_pb2.BatchGetUsersRequest(ids=ids)
-        metadata = (("authorization", f"Bearer {token}"),)
+        metadata = (("authorization", credentials),)
         give_up_at = time.monotonic() + self.deadline * self.retries
         last: grpc.aio.AioRpcError | None = None
         attempts = 0

@@ -9,10 +9,20 @@ and answered UNAUTHENTICATED. Cookies have no meaning here, hence no CSRF check.
 `@authenticated_rpc` wraps a servicer method `(self, request, caller) -> response`
 into the `(self, request, context)` gRPC calls, authenticating first and mapping every
 error to its status (`agora.grpc.errors`).
+
+A method wrapped with `@user_or_service_rpc` also accepts another Agora service:
+`authorization: Basic base64(client_id:secret)`, the secret being the one
+`security.client_secrets` derives for that client id from the shared JWT secret, or
+`AGORA_INTROSPECTION_SECRET` (the client credentials of the introspection endpoint).
+It gets a `ServiceCaller`, which the method may trust further than a user (auth's
+BatchGetUsers answers a service about anyone). A wrong secret is audited as
+`auth.rejected` (reason `bad_client_secret`) and UNAUTHENTICATED.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +32,9 @@ from urllib.parse import unquote
 import grpc
 
 from agora.core.audit import Audit
+from agora.core.errors import Unauthorized
 from agora.grpc.errors import answered
+from agora.security.client_secrets import ClientSecrets
 from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 
@@ -36,6 +48,31 @@ class Caller:
     @property
     def user_id(self) -> str:
         return self.identity.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCaller:
+    client_id: str  # the calling service, e.g. "messaging"
+    ip: str | None
+
+
+def authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, str]:
+    """The (lower-cased scheme, credentials) of the first `authorization` entry."""
+    for key, value in metadata or ():
+        if key.lower() != "authorization":
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        scheme, _, credentials = text.partition(" ")
+        return scheme.lower(), credentials.strip()
+    return "", ""
+
+
+def basic_credentials(encoded: str) -> tuple[str, str] | None:
+    try:
+        client_id, colon, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (client_id, secret) if client_id and colon else None
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -66,9 +103,32 @@ Resp = TypeVar("Resp")
 
 
 class GrpcAuthenticator:
-    def __init__(self, guard: TokenGuard, audit: Audit) -> None:
+    def __init__(
+        self, guard: TokenGuard, audit: Audit, clients: ClientSecrets | None = None
+    ) -> None:
         self.guard = guard
         self.audit = audit
+        self.clients = clients or ClientSecrets()  # none set: no service calls as a service
+
+    async def authenticate_user_or_service(
+        self, context: grpc.aio.ServicerContext[Req, Resp], method: str
+    ) -> Caller | ServiceCaller:
+        scheme, credentials = authorization(context.invocation_metadata())
+        if scheme != "basic":
+            return await self.authenticate(context, method)
+        ip = peer_ip(context.peer())
+        pair = basic_credentials(credentials)
+        if pair is not None and self.clients.accepts(*pair):
+            return ServiceCaller(pair[0], ip)
+        await self.audit.refusal(
+            "auth.rejected",
+            ip=ip,
+            reason="bad_client_secret",
+            status=401,
+            method=method,
+            transport="grpc",
+        )
+        raise Unauthorized("Invalid client credentials")
 
     async def authenticate(
         self, context: grpc.aio.ServicerContext[Req, Resp], method: str
@@ -110,6 +170,25 @@ def authenticated_rpc(
 
         async def call() -> Resp:
             caller = await self.auth.authenticate(context, method)
+            return await handler(self, request, caller)
+
+        return await answered(method, context, call)
+
+    return serve
+
+
+def user_or_service_rpc(
+    handler: Callable[[S, Req, Caller | ServiceCaller], Awaitable[Resp]],
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """As `authenticated_rpc`, the caller being a user or a service (see above)."""
+    name = handler.__name__
+
+    @functools.wraps(handler)
+    async def serve(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        method = f"/{self.SERVICE}/{name}"
+
+        async def call() -> Resp:
+            caller = await self.auth.authenticate_user_or_service(context, method)
             return await handler(self, request, caller)
 
         return await answered(method, context, call)

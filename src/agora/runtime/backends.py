@@ -23,6 +23,8 @@ from agora.ports.pubsub import PubSub
 from agora.ports.users import UserDirectory
 from agora.services.messaging.ports import MessagingAdapters
 
+MESSAGING_CLIENT = "messaging"  # messaging's client id towards auth's UserService
+
 
 def build_cache(settings: Settings) -> Cache:
     if settings.redis_url:
@@ -80,11 +82,16 @@ def build_backends(settings: Settings) -> Backends:
 def build_user_directory(settings: Settings, backends: Backends) -> UserDirectory:
     if settings.users_grpc_target:
         from agora.adapters.users_grpc import GrpcUserDirectory
+        from agora.security.client_secrets import client_secrets
 
+        # Messaging calls auth as a service (it looks up people not yet the user's
+        # contacts): AGORA_INTROSPECTION_SECRET, else the secret derived from the JWT one.
+        password = client_secrets(settings).password_for(MESSAGING_CLIENT)
         return GrpcUserDirectory(
             settings.users_grpc_target,
             deadline=settings.users_grpc_deadline,
             retries=settings.users_grpc_retries,
+            client=(MESSAGING_CLIENT, password) if password else None,
         )
     from agora.services.auth.user_directory import LocalUserDirectory
 

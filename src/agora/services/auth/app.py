@@ -7,6 +7,8 @@ from agora.core.background import Periodic
 from agora.core.settings import Settings
 from agora.grpc.auth import GrpcAuthenticator
 from agora.ports.backends import Backends
+from agora.ports.contacts import NOBODY
+from agora.security.client_secrets import client_secrets
 from agora.security.passwords import PasswordHasher
 from agora.services.auth.grpc_api import user_service
 from agora.services.auth.introspection import router as introspection_router
@@ -51,7 +53,12 @@ def create_app(settings: Settings, backends: Backends) -> ServiceApp:
     )
     context = app.context
     app.grpc_servicers = [
-        user_service(backends.database, GrpcAuthenticator(context.guard, context.audit))
+        user_service(
+            backends.database,
+            GrpcAuthenticator(context.guard, context.audit, client_secrets(settings)),
+            # Users see their contacts only; closed (themselves only) with no answer.
+            backends.contacts or NOBODY,
+        )
     ]
     hasher = PasswordHasher(
         settings.argon2_time_cost,
