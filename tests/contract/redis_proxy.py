@@ -39,23 +39,9 @@ async def tcp_server(handle: Handler, port: int = 0) -> AsyncIterator[int]:
 
 def forwarding_to(url: str) -> Handler:
     """A TCP proxy to the real Redis: stopping it is Redis going away for the client."""
-    target = urlsplit(url)
-
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        finally:
-            sink.close()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
-        await asyncio.gather(
-            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-        )
-
-    return handle
+    always = asyncio.Event()
+    always.set()
+    return stalling_to(url, always)
 
 
 def stalling_to(url: str, flowing: asyncio.Event) -> Handler:

@@ -26,7 +26,7 @@ import binascii
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 import grpc
@@ -162,25 +162,19 @@ S = TypeVar("S", bound=AuthenticatedServicer)
 def authenticated_rpc(
     handler: Callable[[S, Req, Caller], Awaitable[Resp]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
-    name = handler.__name__
-
-    @functools.wraps(handler)
-    async def serve(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-        method = f"/{self.SERVICE}/{name}"
-
-        async def call() -> Resp:
-            caller = await self.auth.authenticate(context, method)
-            return await handler(self, request, caller)
-
-        return await answered(method, context, call)
-
-    return serve
+    return _rpc(handler, services=False)
 
 
 def user_or_service_rpc(
     handler: Callable[[S, Req, Caller | ServiceCaller], Awaitable[Resp]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     """As `authenticated_rpc`, the caller being a user or a service (see above)."""
+    return _rpc(handler, services=True)
+
+
+def _rpc(
+    handler: Callable[[S, Req, Any], Awaitable[Resp]], *, services: bool
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     name = handler.__name__
 
     @functools.wraps(handler)
@@ -188,7 +182,12 @@ def user_or_service_rpc(
         method = f"/{self.SERVICE}/{name}"
 
         async def call() -> Resp:
-            caller = await self.auth.authenticate_user_or_service(context, method)
+            if services:
+                caller: Caller | ServiceCaller = await self.auth.authenticate_user_or_service(
+                    context, method
+                )
+            else:
+                caller = await self.auth.authenticate(context, method)
             return await handler(self, request, caller)
 
         return await answered(method, context, call)
