@@ -21,8 +21,6 @@ BatchGetUsers answers a service about anyone). A wrong secret is audited as
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ import grpc
 from agora.core.audit import Audit
 from agora.core.errors import Unauthorized
 from agora.grpc.errors import answered
-from agora.security.client_secrets import ClientSecrets
+from agora.security.client_secrets import ClientSecrets, basic_credentials
 from agora.security.guard import TokenGuard, TokenRejected
 from agora.security.tokens import Identity, TokenError
 
@@ -65,14 +63,6 @@ def authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[s
         scheme, _, credentials = text.partition(" ")
         return scheme.lower(), credentials.strip()
     return "", ""
-
-
-def basic_credentials(encoded: str) -> tuple[str, str] | None:
-    try:
-        client_id, colon, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (client_id, secret) if client_id and colon else None
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

@@ -9,6 +9,7 @@ JWT secret can already mint tokens; asking whether one is active gives it nothin
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ LABEL = b"agora-introspection\0"
 def derived_client_secret(jwt_secret: str, client_id: str) -> str:
     digest = hmac.new(jwt_secret.encode(), LABEL + client_id.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def basic_credentials(encoded: str) -> tuple[str, str] | None:
+    """`(client_id, password)` of HTTP Basic credentials (the part after `Basic `), or
+    None when they cannot be read or name no client."""
+    try:
+        client_id, colon, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (client_id, secret) if client_id and colon else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,6 @@ token's answer carries the claims a resource server needs.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,7 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from agora.core.settings import Settings
-from agora.security.client_secrets import derived_client_secret
+from agora.security.client_secrets import basic_credentials, client_secrets
 from agora.security.tokens import TokenError
 from agora.web.deps import GuardDep, SettingsDep
 
@@ -39,19 +36,11 @@ def caller_of(request: Request, settings: Settings) -> str | None:
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return None
-    try:
-        client_id, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    credentials = basic_credentials(encoded)
+    if credentials is None:
         return None
-    accepted = []
-    if settings.introspection_secret is not None:
-        accepted.append(settings.introspection_secret.get_secret_value())
-    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
-        accepted.append(derived_client_secret(settings.jwt_secret.get_secret_value(), client_id))
-    sent = password.encode()
-    # Every candidate compared, in constant time each: which one matched does not leak.
-    matched = [hmac.compare_digest(sent, candidate.encode()) for candidate in accepted]
-    return client_id if client_id and any(matched) else None
+    client_id, password = credentials
+    return client_id if client_secrets(settings).accepts(client_id, password) else None
 
 
 def active_answer(claims: dict[str, Any], login: str) -> dict[str, Any]:
