@@ -9,6 +9,7 @@ AGORA_REQUIRE_SERVICES=1."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "web" / "dist"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The committed screenshots are refreshed on demand only (AGORA_WEB_SCREENSHOTS=docs/screenshots),
+# so that a test run leaves the checkout as it found it.
+SCREENSHOTS_VARIABLE = "AGORA_WEB_SCREENSHOTS"
 WITHIN_MS = 1000  # issue 14: a message each way seen within a second
 
 
@@ -40,19 +43,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
         running.stop_cleanly()
 
 
-async def test_two_users_in_two_browsers(server: Server) -> None:
+async def test_two_users_in_two_browsers(server: Server, tmp_path: Path) -> None:
     node = require_chromium()
     alice, bob = unique_login("alice"), unique_login("bob")
     with httpx.Client(base_url=server.base_url) as http:
         assert '<div id="app">' in http.get("/").text
         register(http, bob)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshots = Path(os.environ.get(SCREENSHOTS_VARIABLE) or tmp_path / "screenshots")
+    screenshots.mkdir(parents=True, exist_ok=True)
     argument = {
         "base": server.base_url,
         "alice": alice,
         "bob": bob,
         "password": PASSWORD,
-        "screenshots": str(SCREENSHOTS),
+        "screenshots": str(screenshots),
     }
     result = await run_script(node, "web_client.mjs", argument, timeout=200)
     print("web client measurements:", result["latency_ms"], result["axe"])
