@@ -30,7 +30,7 @@ CHAT_CHARS = 60_000  # big chats fill the deaf client's buffers in a few dozen f
 TIME_WAIT = "06"
 # The pinging deployment's AGORA_WS_PING_INTERVAL / _TIMEOUT: the server gives up on a
 # socket that has not answered its ping PING_INTERVAL + PING_TIMEOUT after it opened.
-PING_INTERVAL, PING_TIMEOUT = 6.0, 4.0
+PING_INTERVAL, PING_TIMEOUT = 2.0, 8.0
 FLOOD_BYTES = 7 * 1024 * 1024  # past the kernel's 4 MB send buffer: the transport holds the rest
 
 
@@ -194,14 +194,15 @@ async def test_a_client_that_never_answers_pings_loses_its_tcp_connection(
         ws_base = social.url.replace("http://", "ws://", 1)
         async with await Socket.open(ws_base, talker_ticket) as talker:
             await talker.receive_type("connected")
-            await asyncio.sleep(PING_INTERVAL + 1 - (time.monotonic() - opened_at))
+            given_up = PING_INTERVAL + PING_TIMEOUT  # the pong's deadline, after the open
+            # The ping went out long ago; the window is shut 2 s before its deadline.
+            await asyncio.sleep(given_up - 2 - (time.monotonic() - opened_at))
             chat = {"type": "chat", "to": deaf_user["id"], "content": "x" * CHAT_CHARS}
             for _ in range(FLOOD_BYTES // CHAT_CHARS):
                 await talker.send(chat)
                 await talker.receive_type("ack")
             flooded_after = time.monotonic() - opened_at
             assert deaf.server_states() == ["ESTABLISHED"]
-            given_up = PING_INTERVAL + PING_TIMEOUT  # the pong's deadline, after the open
 
             async def gone() -> bool:
                 return not deaf.server_states()
