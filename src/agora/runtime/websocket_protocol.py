@@ -26,12 +26,14 @@ import functools
 import socket
 import struct
 from asyncio import BaseTransport, TimerHandle
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from agora.realtime.codes import SERVER_RESTART
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
 
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 
