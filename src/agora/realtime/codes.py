@@ -8,6 +8,7 @@ status a REST client would see, so a client can branch on `code // 1` in the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -32,3 +33,12 @@ TOO_MANY_MESSAGES = CloseReason(4429, "Too many messages")
 SLOW_CONSUMER = CloseReason(4008, "Slow consumer")
 FRAME_TOO_LARGE = CloseReason(1009, "Frame too large")
 SERVER_ERROR = CloseReason(1011, "Internal error")
+# The server is stopping (RFC 6455's 1012): sent once the frames it read are answered.
+SERVER_RESTART = CloseReason(1012, "Server restart")
+
+
+def is_server_restart(event: Mapping[str, object]) -> bool:
+    """An ASGI `websocket.disconnect` that says the server is stopping, not the client
+    leaving (`runtime.websocket_protocol` sends it, after the frames it has read)."""
+    code, reason = event.get("code"), event.get("reason")
+    return code == SERVER_RESTART.code and reason == SERVER_RESTART.message

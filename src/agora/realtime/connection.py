@@ -16,6 +16,10 @@ nothing at all (its TCP window shut) would hold those forever, so they get
 `close_grace` seconds, after which the connection ends anyway (the server's
 transport then holds at most one buffer's worth until the kernel gives up on the
 peer).
+
+A server shutdown (`restart`) is the other way round: the reading stops after the
+frames already read, whose answers are queued; `finish` sends the queue, then the
+close (1012), within `close_grace` too.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Set
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agora.realtime.codes import SLOW_CONSUMER, CloseReason
+from agora.realtime.codes import SERVER_RESTART, SLOW_CONSUMER, CloseReason
 
 NOBODY: frozenset[str] = frozenset()
 
@@ -65,6 +69,7 @@ class Connection:
         "max_queued_bytes",
         "opened_at",
         "queued_bytes",
+        "restarting",
         "session_iat",
         "session_jti",
         "user_id",
@@ -96,6 +101,7 @@ class Connection:
         self.queued_bytes = 0
         self.closing: CloseReason | None = None
         self.broken = False  # a send failed: the client is gone, nothing more to say
+        self.restarting = False  # the server stops: what is queued goes, nothing more
         self._watching: set[str] | None = None  # from the first watched user on
         self._queue: deque[str] | None = None  # while there is something to send
         self._writer: asyncio.Task[None] | None = None  # while the queue has frames
@@ -104,7 +110,7 @@ class Connection:
 
     def send(self, frame: str) -> bool:
         """Queue a text frame; False if it was dropped (closing, or over the limit)."""
-        if self.closing is not None or self.broken:
+        if self.closing is not None or self.broken or self.restarting:
             return False
         cost = frame_cost(frame)
         if self.queued_bytes + cost > self.max_queued_bytes:
@@ -185,17 +191,24 @@ class Connection:
             self._reader = None  # tells `stop_reading` the cancel was ours
             reader.cancel()
 
+    def restart(self) -> None:
+        """The server stops (`codes.is_server_restart`): the reader has returned, every
+        frame it read is answered in the queue; `finish` sends them, then closes."""
+        self.restarting = True
+
     async def finish(self) -> None:
-        """Send the frame in flight, then the error frame and the close if we close;
-        a client that takes none of it gets `close_grace` seconds."""
-        if self.closing is None or self.broken:
+        """If we close: the frame in flight (or, for a restart, every queued frame),
+        then the error frame and the close; a client that takes none of it gets
+        `close_grace` seconds."""
+        reason = self.closing or (SERVER_RESTART if self.restarting else None)
+        if reason is None or self.broken:
             return
         with contextlib.suppress(TimeoutError, *SEND_FAILED):
             async with asyncio.timeout(self.close_grace):
-                if self._writer is not None:  # it stops before its next frame
+                if self._writer is not None:  # it stops before its next frame if closing
                     await asyncio.wait({self._writer})
-                await self.ws.send_text(self.closing_frame(self.closing.message))
-                await self.ws.close(self.closing.code, self.closing.message)
+                await self.ws.send_text(self.closing_frame(reason.message))
+                await self.ws.close(reason.code, reason.message)
 
     def closing_frame(self, message: str) -> str:
         """The frame that says why we close (a protocol may shape it its own way)."""

@@ -17,8 +17,10 @@ message limit before `on_frame` sees it. The task serving the socket reads it; a
 writer task exists only while frames wait to be sent (`Connection`). The socket ends
 when the client leaves, a send to it fails, or the server closes it: a close (session
 ended, limit, slow consumer) stops the reading, and the socket ends once the close is
-sent, or after `close_grace`; a client that stops answering protocol pings is dropped by the
-server (uvicorn's `ws_ping_interval`/`ws_ping_timeout`) and ends the same way.
+sent, or after `close_grace`; a server shutdown lets it answer the frames it has read
+and send its queue first (1012, `runtime.websocket_protocol`); a client that stops
+answering protocol pings is dropped by the server (uvicorn's `ws_ping_interval`/
+`ws_ping_timeout`) and ends the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from agora.realtime.codes import (
     TOO_MANY_MESSAGES,
     TRY_AGAIN_LATER,
     CloseReason,
+    is_server_restart,
 )
 from agora.realtime.connection import Connection, error_frame
 from agora.realtime.hub import Hub
@@ -252,6 +255,8 @@ class SocketEndpoint:
                     return
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
+                    if is_server_restart(message):  # after every frame it had read
+                        conn.restart()
                     return
                 text = message.get("text")
                 size = len(text) if text is not None else len(message.get("bytes") or b"")

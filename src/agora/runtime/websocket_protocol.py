@@ -9,6 +9,13 @@ still there: an RST, which frees the descriptor and the kernel's buffer at once,
 instead of a FIN queued behind data the peer never takes. And each accepted socket
 gets `TCP_USER_TIMEOUT`, so a peer that vanished without a word (data unacknowledged,
 or a zero window, that long) is dropped by the kernel too.
+
+A shutdown does not close an open socket at once, which lost the answers to the
+requests the app was serving (issue 15 §6: sends stored, never acknowledged). The
+protocol stops reading, and tells the app after the frames it has already read
+(`codes.SERVER_RESTART`'s disconnect): the app answers them, sends what it queued, and
+closes with 1012 itself (`realtime.connection.Connection.finish`). An app that has not
+closed within `abort_after` is closed for (1012), then aborted `abort_after` later.
 """
 
 from __future__ import annotations
@@ -19,9 +26,14 @@ import functools
 import socket
 import struct
 from asyncio import BaseTransport, TimerHandle
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from agora.realtime.codes import SERVER_RESTART
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
 
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 
@@ -35,12 +47,14 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.abort_after = abort_after
         self.user_timeout = user_timeout
         self.abort_timer: TimerHandle | None = None
+        self.drain_timer: TimerHandle | None = None  # from a shutdown to the app's close
 
     def connection_made(self, transport: BaseTransport) -> None:
         super().connection_made(transport)
         set_user_timeout(transport, self.user_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_draining()
         if self.abort_timer is not None:
             self.abort_timer.cancel()
             self.abort_timer = None
@@ -68,6 +82,7 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
         try:
             await super().run_asgi()
         finally:
+            self.stop_draining()
             self.abort_later()
 
     def keepalive_timeout(self) -> None:
@@ -75,8 +90,43 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.abort_later()
 
     def shutdown(self) -> None:
-        super().shutdown()
+        if self.disconnected or self.close_sent or not self.open_to_app():
+            super().shutdown()
+            self.abort_later()
+            return
+        # Open: no new frame is read; the app answers those it has, then closes.
+        self.stop_keepalive()
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self.queue.put_nowait(
+            {
+                "type": "websocket.disconnect",
+                "code": SERVER_RESTART.code,
+                "reason": SERVER_RESTART.message,
+            }
+        )
+        self.drain_timer = self.loop.call_later(self.abort_after, self.drain_overdue)
+
+    def open_to_app(self) -> bool:
+        return self.handshake_complete and self.initial_response is None
+
+    def drain_overdue(self) -> None:
+        """The app did not close within the grace after a shutdown: close for it."""
+        self.drain_timer = None
+        if not self.disconnected and not self.close_sent:
+            super().shutdown()
         self.abort_later()
+
+    def stop_draining(self) -> None:
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if self.drain_timer is None:
+            return await super().receive()
+        return await self.queue.get()  # shutting down: reading stays paused
 
 
 def set_user_timeout(transport: BaseTransport, seconds: float) -> None:
