@@ -17,8 +17,6 @@ import redis
 from tests.support.net import free_port
 from tests.support.services import service_unavailable
 
-START_SECONDS = 40.0
-
 
 def wait_sync(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
