@@ -231,12 +231,14 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    wrk = subprocess.run([require_wrk(), "-v"], capture_output=True, text=True)
+    wrk_path = shutil.which("wrk")
+    wrk = subprocess.run([wrk_path, "-v"], capture_output=True, text=True) if wrk_path else None
     return {
+        "hostname": socket.gethostname(),
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "python": sys.version.split()[0],
-        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
+        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip() if wrk else "absent",
     }
 
 
