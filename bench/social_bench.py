@@ -162,6 +162,17 @@ def agora_server(
                 delete_namespace(namespace)
 
 
+def share_a_conversation(target: Target) -> None:
+    """Users 0 and 1 in a direct conversation: a chat reaches only someone the sender
+    shares one with (AGORA_SOCIAL_CHAT_REACH, default), else it is refused, unacked."""
+    headers = {"Authorization": f"Bearer {target.tokens[0]}"}
+    with httpx.Client(base_url=target.base, headers=headers, timeout=30) as http:
+        answer = http.post(
+            "/api/v1/conversations", json={"kind": "direct", "user_id": target.user_ids[1]}
+        )
+        answer.raise_for_status()
+
+
 def delete_namespace(namespace: str) -> None:
     import redis as redis_sync
 
@@ -740,6 +751,8 @@ def throughput(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str
             else:
                 server = baseline_server(name, 12)
             targets.append(stack.enter_context(server))
+            if name.startswith("agora"):
+                share_a_conversation(targets[-1])
         for round_no in range(args.rounds):
             for target in targets:
                 row = echo_row(target, args)
@@ -761,10 +774,12 @@ def throughput(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str
 
 def brief(row: dict[str, Any]) -> str:
     rate = row.get("round_trips_per_s") or row.get("deliveries_per_s")
+    refused = f"  REFUSED {row['refused']}" if row.get("refused") else ""
     return (
-        f"{rate:>7}/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+        f"{rate!s:>7}/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
         f"server {row['server_cores']} cores ({row['server_us_per_op']} us/op)  "
-        f"clients {row['client_cores']}  other {row['other_cores']}  load {row['loadavg'][0]}"
+        f"clients {row['client_cores']}  other {row['other_cores']}  "
+        f"load {row['loadavg'][0]}{refused}"
     )
 
 

@@ -98,5 +98,5 @@ def test_the_guard_checks_the_issue_13_targets() -> None:
         ("social", "agora-redis fanout / bare", 0.6, False),
     }
     assert set(guard.QUICK) == {t.benchmark for t in guard.guarded()}
-    assert all(0 < t.tolerance < 0.5 for t in guard.guarded()), "the measured noise"
+    assert all(0 < t.tolerance <= 0.5 for t in guard.guarded()), "the measured noise"
     assert targets.target("auth", "protected / unprotected").bound == 0.5
