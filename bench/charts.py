@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.guard import benchmark_of, load
 from bench.harness import RESULTS_DIR, ROOT
-from bench.targets import Report, of
+from bench.targets import Report, of, reader
 
 DOCS_DIR = ROOT / "docs" / "benchmarks"
 
@@ -44,6 +44,7 @@ RATES: dict[str, str] = {
     "bytes_per_1000": "bytes per 1,000 refusals (lower is better)",
 }
 SOCIAL_ROWS = {"echo": "echo", "fanout": "fan-out"}
+CPU_UNIT = "ms CPU per request: server + its PostgreSQL + Redis (lower is better)"
 
 
 @dataclass
@@ -119,7 +120,17 @@ def panels_of(report: Report) -> list[Panel]:
             found.append(panel_of(title, rows))
         found.append(panel_of("idle sockets", named_rows(report.get("idle"))))
     title = str(report.get("benchmark", ""))
-    found += [panel_of(title, named_rows(report.get(key))) for key in ("rows", "servers")]
+    for key in ("rows", "servers"):
+        rows = list(named_rows(report.get(key)))
+        found.append(panel_of(title, rows))
+        # A second panel where rows carry their CPU cost (publications): steadier than
+        # rates on a loaded machine.
+        costs = Panel("CPU per request", CPU_UNIT)
+        for name, row in rows:
+            total = reader("cpu_ms_per_request", "total")(row) if isinstance(row, dict) else None
+            if total is not None:
+                costs.bars.append(Bar(name, total))
+        found.append(costs)
     if not any(found):  # one figure for the whole run (the storage floor)
         found.append(panel_of("", [(str(report.get("benchmark", "run")), report)]))
     return [p for p in found if p is not None and p.bars]
@@ -173,7 +184,8 @@ def draw(chart: Chart, out: Path) -> Path:
         axis.set_title(panel.title, fontsize=10, loc="left")
         axis.set_xlim(0, max(values) * 2.1)  # room for the labels right of the longest bar
         for index, value in enumerate(values):
-            axis.text(value, index, f" {value:,.4g}\n {chart.run}", va="center", fontsize=7)
+            shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
+            axis.text(value, index, f" {shown}\n {chart.run}", va="center", fontsize=7)
     figure.suptitle(f"{chart.name}: {chart.run}", fontsize=11, x=0.01, ha="left")
     if chart.ratios:
         text = "\n".join(chart.ratios)
