@@ -44,6 +44,7 @@ RATES: dict[str, str] = {
     "bytes_per_1000": "bytes per 1,000 refusals (lower is better)",
 }
 SOCIAL_ROWS = {"echo": "echo", "fanout": "fan-out"}
+SUMMARY_RATIOS = {"over_bare": "bare", "over_social": "social", "rate_ratio": ""}
 CPU_UNIT = "ms CPU per request: server + its PostgreSQL + Redis (lower is better)"
 
 
@@ -150,9 +151,15 @@ def ratio_lines(name: str, report: Report) -> list[str]:
         value = target.read(report)
         if value is not None:
             lines.append(f"{target.name}: {value:.2f}x  ({target.verdict(value)})")
-    shown = {line.split(":")[0] for line in lines}
     ratios = report.get("ratios")
-    for key, value in ratios.items() if isinstance(ratios, dict) else ():
+    more = dict(ratios) if isinstance(ratios, dict) else {}
+    summary = report.get("summary")  # messaging's and social's ratios, per row
+    for key, entry in summary.items() if isinstance(summary, dict) else ():
+        for key_of_ratio, over in SUMMARY_RATIOS.items():
+            if isinstance(entry, dict) and key_of_ratio in entry:
+                more[f"{key} / {over}" if over else key] = entry[key_of_ratio]
+    shown = {line.split(":")[0].split(",")[0] for line in lines}
+    for key, value in more.items():
         if key not in shown and isinstance(value, int | float):
             lines.append(f"{key}: {value:.2f}x")
     return lines

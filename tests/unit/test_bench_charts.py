@@ -74,3 +74,16 @@ def test_a_png_is_drawn(tmp_path: Path) -> None:
     drawn = draw_result(result, tmp_path / "out")
     assert drawn == tmp_path / "out" / "tokens.png"
     assert drawn.read_bytes().startswith(b"\x89PNG")
+
+
+def test_summary_ratios_of_every_row_are_written() -> None:
+    report = {"bench": "messaging", "summary": {
+        "agora x1": {"over_bare": 0.11, "over_social": 0.3},
+        "agora-pg x1": {"over_bare": 0.05, "over_social": None},
+    }}  # fmt: skip
+    lines = chart_of(Path("messaging-20261207T100102Z.json"), report).ratios
+    assert lines == [
+        "agora x1 / bare, deliveries/s: 0.11x  (target >= 0.5x: MISSED)",
+        "agora x1 / social: 0.30x",
+        "agora-pg x1 / bare: 0.05x",
+    ]
