@@ -234,7 +234,9 @@ def after_run(path: Path) -> None:
 def newest_results() -> list[Path]:
     by_name: dict[str, Path] = {}
     for path in sorted(RESULTS_DIR.glob("*.json")):  # stamps sort by time
-        by_name[benchmark_of(path) or path.stem] = path
+        name = benchmark_of(path)
+        if name is not None:  # not a run's file (audit_bench's unstamped audit.json)
+            by_name[name] = path
     return list(by_name.values())
 
 
