@@ -132,7 +132,7 @@ def panels_of(report: Report) -> list[Panel]:
             if total is not None:
                 costs.bars.append(Bar(name, total))
         found.append(costs)
-    if not any(found):  # one figure for the whole run (the storage floor)
+    if not any(p is not None and p.bars for p in found):  # one figure for the run (storage floor)
         found.append(panel_of("", [(str(report.get("benchmark", "run")), report)]))
     return [p for p in found if p is not None and p.bars]
 

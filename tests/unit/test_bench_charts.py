@@ -87,3 +87,8 @@ def test_summary_ratios_of_every_row_are_written() -> None:
         "agora x1 / social: 0.30x",
         "agora-pg x1 / bare: 0.05x",
     ]
+
+
+def test_a_run_without_rows_is_one_bar() -> None:
+    report = {"benchmark": "messaging-storage-floor", "messages_per_s": 779.7, "seconds": 10}
+    assert bars(report) == {"": {"messaging-storage-floor": 779.7}}
