@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.social_bench [--seconds 5] [--rounds 2] [--connections 50]
         [--devices 100] [--messages 500] [--idle 10000] [--clients 2] [--deflate]
-        [--profile DIR] [--skip echo-fanout,idle,redis]
+        [--profile DIR] [--skip echo-fanout,idle,redis] [--quick]
 
 Servers, each its own process, one uvicorn worker, on a free 127.0.0.1 port:
 
