@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.guard import benchmark_of, load
-from bench.harness import RESULTS_DIR, ROOT
+from bench.harness import RESULTS_DIR, ROOT, benchmark_of, load
 from bench.targets import Report, of, reader
 
 DOCS_DIR = ROOT / "docs" / "benchmarks"

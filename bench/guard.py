@@ -14,18 +14,15 @@ running anything. Not part of `make test`: it measures, it does not test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bench.harness import RESULTS_DIR, ROOT
+from bench.harness import ROOT, benchmark_of, load, newest
 from bench.targets import TARGETS, Report, Target
 
 # The quick form of each guarded benchmark: short rounds, no waiting for an idle machine.
@@ -86,31 +83,6 @@ def exit_status(checks: Iterable[Check]) -> int:
 
 def guarded() -> list[Target]:
     return [t for t in TARGETS if t.guarded]
-
-
-def benchmark_of(path: Path) -> str | None:
-    """`auth-20261207T101500Z.json` -> "auth"; None for a name that is not a run's."""
-    match = re.fullmatch(r"(.+)-\d{8}T\d{6}Z\.json", path.name)
-    return match.group(1) if match else None
-
-
-def newest(benchmark: str, since: float = 0.0) -> Path | None:
-    runs = [
-        p
-        for p in RESULTS_DIR.glob(f"{benchmark}-*.json")
-        if benchmark_of(p) == benchmark and p.stat().st_mtime >= since
-    ]
-    return max(runs, key=lambda p: p.name, default=None)
-
-
-def load(path: Path | None) -> Report | None:
-    if path is None:
-        return None
-    try:
-        data: Any = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def run_quick(benchmark: str) -> Report | None:
