@@ -4,6 +4,7 @@
 #                   (fails instead under AGORA_REQUIRE_SERVICES=1, as in CI)
 #   make test-fast  no service needed, under a minute: tests/unit and the contract suites on
 #                   their embedded backends (marker `embedded`: memory, disk, log, local)
+#   make bench-quick  perf regression guard: quick benchmarks against bench/targets.py
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,7 +19,7 @@ STAMP     := $(VENV)/.installed
 GRPC   := src/agora/grpc_gen/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test test-fast lint bench install install-run clean web web-api
+.PHONY: run test test-fast lint bench bench-quick charts install install-run clean web web-api
 
 # The web client (web/, docs/web.md): built into web/dist by Vite when a source changed,
 # with node and npm only (npm ci from package-lock.json, no browser download).
@@ -81,6 +82,16 @@ lint: $(STAMP) $(GRPC)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Perf regression guard (docs/benchmarks.md): the quick form of each benchmark with a
+# target, each ratio against bench/targets.py; exit 1 when one is worse than its target
+# by more than the measured noise. About 2 minutes; not part of `make test`.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.guard
+
+# The charts in docs/benchmarks/ from the newest result of each benchmark.
+charts: $(STAMP)
+	$(BIN)/python -m bench.charts
 
 clean:
 	rm -rf $(VENV) var src/agora/grpc_gen src/agora/.grpc_gen* .pytest_cache .mypy_cache .ruff_cache \

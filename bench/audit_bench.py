@@ -32,6 +32,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ from agora.core.logs import JsonFormatter
 from agora.core.settings import Settings
 from agora.db.migrate import upgrade
 from agora.runtime.embedded import create_embedded_app
+from bench.charts import after_run
+from bench.harness import machine, write_results
 
 ROWS = ("naive", "truncated", "aggregated")
 
@@ -154,6 +157,16 @@ async def main(requests: int, path_bytes: int, sources: int) -> None:
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(results, indent=2))
+    for result in results:  # the chart's bar: what one row costs in all
+        result["bytes_per_1000"] = result["table_bytes_per_1000"] + result["log_bytes_per_1000"]
+    path = write_results("audit", {
+        "benchmark": "audit", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {"requests": requests, "path_bytes": path_bytes, "sources": sources},
+        "machine": machine(), "rows": results,
+        "ratios": {f"{r['row']} / {naive['row']}": r["ratio_to_naive"] for r in results[1:]},
+    })  # fmt: skip
+    print(f"results: {path}")
+    after_run(path)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ from agora.services.publications.app import create_app
 from agora.services.publications.deps import PublicationsServices
 from agora.services.publications.models import ProcessedEvent, PubUser
 from agora.services.publications.status.consumer import BATCH_SIZE, UserEventConsumer
+from bench.charts import after_run
+from bench.harness import machine, write_results
 
 try:
     import uvloop
@@ -311,6 +313,17 @@ async def main(args: argparse.Namespace) -> None:
             f" {row.seconds:.2f} s, consumer process CPU {row.cpu_seconds:.2f} s)"
         )
     print(f"         ratio: {batched.rate / single.rate:.1f}x  (target: batched >= 2,000 events/s)")
+    out = write_results("events", {
+        "benchmark": "events", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": vars(args), "machine": machine(), "load_average_after": os.getloadavg(),
+        "rows": {row.name: {"events_per_s": round(row.rate, 1), "events": row.events,
+                            "users": row.users, "seconds": round(row.seconds, 2),
+                            "consumer_cpu_s": round(row.cpu_seconds, 2)}
+                 for row in (batched, single)},
+        "ratios": {"batched / one-at-a-time": batched.rate / single.rate},
+    })  # fmt: skip
+    print(f"results: {out}")
+    after_run(out)
 
 
 def parse_args() -> argparse.Namespace:

@@ -231,12 +231,14 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    wrk = subprocess.run([require_wrk(), "-v"], capture_output=True, text=True)
+    wrk_path = shutil.which("wrk")
+    wrk = subprocess.run([wrk_path, "-v"], capture_output=True, text=True) if wrk_path else None
     return {
+        "hostname": socket.gethostname(),
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "python": sys.version.split()[0],
-        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
+        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip() if wrk else "absent",
     }
 
 
@@ -249,3 +251,28 @@ def write_results(name: str, report: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     return path.relative_to(ROOT)
+
+
+def benchmark_of(path: Path) -> str | None:
+    """`auth-20261207T101500Z.json` -> "auth"; None for a name that is not a run's."""
+    match = re.fullmatch(r"(.+)-\d{8}T\d{6}Z\.json", path.name)
+    return match.group(1) if match else None
+
+
+def newest(benchmark: str, since: float = 0.0) -> Path | None:
+    runs = [
+        p
+        for p in RESULTS_DIR.glob(f"{benchmark}-*.json")
+        if benchmark_of(p) == benchmark and p.stat().st_mtime >= since
+    ]
+    return max(runs, key=lambda p: p.name, default=None)
+
+
+def load(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

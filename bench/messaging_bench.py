@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import time
@@ -59,6 +60,8 @@ import httpx
 import uvloop
 
 from bench import messaging_clients as mc
+from bench import targets
+from bench.charts import after_run
 from bench.harness import wait_for_idle, write_results
 from bench.messaging_setup import (
     conversations,
@@ -351,8 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         "at": datetime.now(UTC).isoformat(),
         "seconds_total": round(time.time() - began, 1),
         "args": {**vars(args), "skip": sorted(args.skip)},
-        "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0],
-                    "busy_cores_before": busy},
+        "machine": {"hostname": socket.gethostname(), "nproc": os.cpu_count(),
+                    "python": sys.version.split()[0], "busy_cores_before": busy},
         "agora_env": {**AGORA_ENV, **MESSAGING_ENV},
         "configurations": configs,
     }  # fmt: skip
@@ -360,7 +363,11 @@ def main(argv: list[str] | None = None) -> None:
     path = write_results("messaging", report)
     for name, line in verdicts.items():
         print(f"{name:20} {line}")
+    for goal in targets.of("messaging"):  # the table: bench/targets.py
+        value = goal.read(report)
+        print(f"{goal.name}: {'--' if value is None else f'{value:.2f}x'} ({goal.verdict(value)})")
     print(f"total {report['seconds_total']} s; results in {path}")
+    after_run(path)
 
 
 if __name__ == "__main__":

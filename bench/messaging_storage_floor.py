@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from bench.charts import after_run
 from bench.harness import machine, write_results
 from bench.messaging_setup import postgres_database
 
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": vars(args), "machine": machine(), **result,
     })  # fmt: skip
     print(f"results: {out}")
+    after_run(out)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from bench.charts import after_run
 from bench.flask_publications_app import PATH
+from bench.harness import machine, write_results
 from bench.publications_bench import REDIS_URL, Fixture, server_env, throwaway_data
 
 
@@ -143,6 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"agora µs/request: {[round(x) for x in results['agora']]} median {agora:.0f}")
     print(f"flask µs/request: {[round(x) for x in results['flask']]} median {flask:.0f}")
     print(f"CPU per request agora / flask: {agora / flask:.2f}x (in process, no server)")
+    out = write_results("publications-cpu", {
+        "benchmark": "publications-cpu", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": vars(args), "machine": machine(),
+        "rows": {name: {"us_per_request": round(statistics.median(runs), 1),
+                        "repeats_us": [round(x, 1) for x in runs]}
+                 for name, runs in results.items()},
+        "ratios": {"agora / flask, CPU per request (in process)": agora / flask},
+    })  # fmt: skip
+    print(f"results: {out}")
+    after_run(out)
 
 
 if __name__ == "__main__":

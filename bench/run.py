@@ -31,7 +31,8 @@ from pathlib import Path
 
 from agora.db.migrate import upgrade
 from agora.security.tokens import TokenService
-from bench import agora_app, flask_app
+from bench import agora_app, flask_app, targets
+from bench.charts import after_run
 from bench.harness import (
     OtherCpu,
     WrkResult,
@@ -47,7 +48,7 @@ from bench.harness import serving as serving_process
 
 ISSUER, AUDIENCE = "agora-auth", "agora"
 IDLE_THRESHOLD = 0.2  # cores busy with other work before a round, above which we wait
-TARGETS = {"protected / unprotected": 0.5, "agora-protected / flask-pyjwt": 3.0}
+TARGETS = {t.name: t.bound for t in targets.of("auth")}  # the table: bench/targets.py
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,7 @@ def report(medians: dict[str, float], rows: list[Row]) -> dict[str, float]:
         print(f"{row.name:<21} {medians[row.name]:>12,.0f}  {row.what}")
     print()
     for name, value in ratios.items():
-        target = TARGETS.get(name)
-        verdict = ""
-        if target is not None:
-            verdict = f"(target >= {target}x: {'reached' if value >= target else 'MISSED'})"
+        verdict = f"({targets.target('auth', name).verdict(value)})" if name in TARGETS else ""
         print(f"{name:<36} {value:5.2f}x  {verdict}")
     return ratios
 
@@ -231,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratios": ratios, "targets": TARGETS,
     })  # fmt: skip
     print(f"\nresults: {out}")
+    after_run(out)
 
 
 if __name__ == "__main__":

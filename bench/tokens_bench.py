@@ -13,6 +13,8 @@ median over `--repeat` runs of the per-call time, each run long enough (at least
                  every claim (PyJWT), the identity
     cached       `verify` of a token already verified: one bounded-cache lookup
     ratio        full verify / cached, for the same algorithm
+
+Results: bench/results/tokens-<stamp>.json, and its chart.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import argparse
 import statistics
 import timeit
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from agora.security.keys import ASYMMETRIC, KeySet, generate_private_key, key_from_private
 from agora.security.tokens import TokenService
+from bench.charts import after_run
+from bench.harness import machine, write_results
 
 ISSUER, AUDIENCE = "agora-auth", "agora"
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
@@ -66,14 +71,29 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.2)
     args = parser.parse_args()
 
+    rows: dict[str, dict[str, float]] = {}
     print(f"{'alg':<6} {'sign us':>9} {'full verify us':>15} {'cached us':>10} "
           f"{'full/cached':>12} {'token bytes':>12}")  # fmt: skip
     for alg in ("HS256", *ASYMMETRIC):
         m = measure(alg, args.repeat, args.min_time)
+        rows[alg] = {
+            "full_verify_us": round(m["full"] * 1e6, 2),
+            "sign_us": round(m["sign"] * 1e6, 2),
+            "cached_us": round(m["cached"] * 1e6, 3),
+            "token_bytes": m["bytes"],
+        }
         print(
             f"{alg:<6} {m['sign'] * 1e6:>9.1f} {m['full'] * 1e6:>15.1f} "
             f"{m['cached'] * 1e6:>10.2f} {m['full'] / m['cached']:>11.0f}x {int(m['bytes']):>12}"
         )
+    out = write_results("tokens", {
+        "benchmark": "tokens", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": vars(args), "machine": machine(), "rows": rows,
+        "ratios": {f"{alg} full / cached": row["full_verify_us"] / row["cached_us"]
+                   for alg, row in rows.items()},
+    })  # fmt: skip
+    print(f"results: {out}")
+    after_run(out)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def test_one_statement_advances_the_seq_dedupes_and_moves_the_cursor() -> None:
 
 
 @pytest.mark.postgres
-def test_the_benchmark_runs_and_checks_its_end_state() -> None:
+def test_the_benchmark_runs_and_checks_its_end_state(monkeypatch: pytest.MonkeyPatch) -> None:
     postgres()
+    monkeypatch.setenv("BENCH_CHARTS", "off")  # a 0.5 s run never replaces the docs' chart
     floor.main(["--seconds", "0.5", "--senders", "2"])
