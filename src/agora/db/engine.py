@@ -109,5 +109,12 @@ class Database:
         async with self._autocommit.connect() as connection:
             yield connection
 
+    @asynccontextmanager
+    async def connection_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction committed on exit: a hot write path's few Core
+        statements, without a session's bookkeeping."""
+        async with self.engine.begin() as connection:
+            yield connection
+
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,249 @@
+"""SQL of a message send: the hot write path of messaging (issue 13).
+
+`check_send` is one read (is the author a member, and did they already send this client
+id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
+checks membership, advances the conversation's counters, inserts the message, moves the
+author's read cursor and returns the conversation's `members_version`; on SQLite one
+transaction of three statements on one connection (SQLite has no data-modifying CTE).
+
+Guarantees, on both backends:
+
+- a non-member stores nothing (`StoreOutcome.NOT_MEMBER`);
+- a client id already stored by this author in this conversation stores nothing and
+  answers the stored message (`StoreOutcome.STORED`); two concurrent sends of one client
+  id: the unique (conversation, author, client id) index refuses the second statement
+  whole (`IntegrityError`), so no seq is taken for it and seqs stay gapless;
+- the author's read cursor is at their message.
+
+On PostgreSQL the statement's reads (membership, an earlier send) see the snapshot taken
+when it started, and its `UPDATE` of the conversation may then wait for the row lock
+behind a membership change (which bumps `members_version` under that lock). The
+`UPDATE` only goes ahead when `members_version` is still what the snapshot saw
+(PostgreSQL re-checks the condition on the locked row), so a removal that commits while
+a send waits is never missed: the send reports `RETRY` and is run again on a fresh
+snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agora.db.engine import UTCDateTime
+from agora.services.messaging.domain import Message
+from agora.services.messaging.repository import (
+    _message,
+    _message_columns,
+    conversations,
+    media,
+    members,
+    messages,
+)
+
+
+class StoreOutcome(enum.Enum):
+    STORED_NEW = "new"
+    STORED = "stored"  # this client id was stored before: nothing new
+    NOT_MEMBER = "not member"  # or no such conversation
+    RETRY = "retry"  # the membership changed while the statement waited (PostgreSQL)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    outcome: StoreOutcome
+    seq: int = 0
+    version: int = 0
+    members_version: int = 0
+
+
+STORE_PG = text("""
+WITH member AS (
+    SELECT 1 FROM msg_members WHERE conversation_id = :cid AND user_id = :author
+), stored AS (
+    SELECT seq FROM msg_messages
+    WHERE conversation_id = :cid AND author_id = :author AND client_id = :client_id
+), seen AS (
+    SELECT members_version FROM msg_conversations WHERE id = :cid
+), bump AS (
+    UPDATE msg_conversations
+    SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
+    WHERE id = :cid
+      AND EXISTS (SELECT 1 FROM member) AND NOT EXISTS (SELECT 1 FROM stored)
+      AND members_version = (SELECT members_version FROM seen)
+    RETURNING last_seq, last_version, members_version
+), inserted AS (
+    INSERT INTO msg_messages
+        (id, conversation_id, seq, version, author_id, client_id, kind, text, media_id,
+         created_at)
+    SELECT :id, :cid, last_seq, last_version, :author, :client_id, :kind, :text, :media_id,
+           :now
+    FROM bump
+    RETURNING seq, version
+), moved AS (
+    UPDATE msg_members SET read_seq = inserted.seq FROM inserted
+    WHERE conversation_id = :cid AND user_id = :author AND read_seq < inserted.seq
+    RETURNING 1
+)
+SELECT (SELECT seq FROM inserted) AS seq,
+       (SELECT version FROM inserted) AS version,
+       (SELECT members_version FROM bump) AS members_version,
+       (SELECT count(*) FROM moved) AS moved,
+       EXISTS (SELECT 1 FROM member) AS member,
+       (SELECT seq FROM stored) AS stored_seq
+""").bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def _values(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "cid": message.conversation_id,
+        "author": message.author_id,
+        "client_id": message.client_id,
+        "kind": message.kind,
+        "text": message.text,
+        "media_id": message.media.id if message.media is not None else None,
+        "now": message.created_at,
+    }
+
+
+class SendRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def check_send(
+        self, conversation_id: str, author_id: str, client_id: str
+    ) -> tuple[bool, Message | None]:
+        """(is `author_id` a member, the message they stored under `client_id` if any):
+        one statement, the membership row joined to the earlier message."""
+        earlier = messages.outerjoin(media, messages.c.media_id == media.c.id)
+        joined = members.outerjoin(
+            earlier,
+            and_(
+                messages.c.conversation_id == members.c.conversation_id,
+                messages.c.author_id == members.c.user_id,
+                messages.c.client_id == client_id,
+            ),
+        )
+        row = (
+            await self.connection.execute(
+                select(*_message_columns(messages, media, ""))
+                .select_from(joined)
+                .where(members.c.conversation_id == conversation_id, members.c.user_id == author_id)
+            )
+        ).first()
+        if row is None:
+            return False, None
+        return True, (_message(row) if row.id is not None else None)
+
+    async def store_message(self, message: Message) -> StoreResult:
+        """Store `message` (its seq and version are taken here, the ones given are
+        ignored); see the module docstring. Run on an AUTOCOMMIT connection on PostgreSQL
+        (the statement is its own transaction), in a transaction on SQLite."""
+        if self.connection.dialect.name == "postgresql":
+            return await self._store_postgres(message)
+        return await self._store_sqlite(message)
+
+    async def _store_postgres(self, message: Message) -> StoreResult:
+        row = (await self.connection.execute(STORE_PG, _values(message))).one()
+        if row.seq is not None:
+            return StoreResult(
+                StoreOutcome.STORED_NEW, int(row.seq), int(row.version), int(row.members_version)
+            )
+        if not row.member:
+            return StoreResult(StoreOutcome.NOT_MEMBER)
+        if row.stored_seq is not None:
+            return StoreResult(StoreOutcome.STORED, int(row.stored_seq))
+        return StoreResult(StoreOutcome.RETRY)
+
+    async def _store_sqlite(self, message: Message) -> StoreResult:
+        """Three statements in the caller's transaction; the first takes SQLite's write
+        lock (see repository.py), so the checks in its WHERE are made under it."""
+        values = _values(message)
+        member = exists().where(
+            members.c.conversation_id == values["cid"], members.c.user_id == values["author"]
+        )
+        stored = exists().where(
+            messages.c.conversation_id == values["cid"],
+            messages.c.author_id == values["author"],
+            messages.c.client_id == values["client_id"],
+        )
+        row = (
+            await self.connection.execute(
+                update(conversations)
+                .where(conversations.c.id == values["cid"], member, ~stored)
+                .values(
+                    last_seq=conversations.c.last_seq + 1,
+                    last_version=conversations.c.last_version + 1,
+                    last_activity_at=values["now"],
+                )
+                .returning(
+                    conversations.c.last_seq,
+                    conversations.c.last_version,
+                    conversations.c.members_version,
+                )
+            )
+        ).first()
+        if row is None:
+            return await self._why_not_stored(values)
+        seq, version = int(row.last_seq), int(row.last_version)
+        await self.connection.execute(
+            insert(messages).values(
+                id=values["id"],
+                conversation_id=values["cid"],
+                seq=seq,
+                version=version,
+                author_id=values["author"],
+                client_id=values["client_id"],
+                kind=values["kind"],
+                text=values["text"],
+                media_id=values["media_id"],
+                created_at=values["now"],
+            )
+        )
+        await self.connection.execute(
+            update(members)
+            .where(
+                members.c.conversation_id == values["cid"],
+                members.c.user_id == values["author"],
+                members.c.read_seq < seq,
+            )
+            .values(read_seq=seq)
+        )
+        return StoreResult(StoreOutcome.STORED_NEW, seq, version, int(row.members_version))
+
+    async def _why_not_stored(self, values: dict[str, Any]) -> StoreResult:
+        row = (
+            await self.connection.execute(
+                select(messages.c.seq).where(
+                    messages.c.conversation_id == values["cid"],
+                    messages.c.author_id == values["author"],
+                    messages.c.client_id == values["client_id"],
+                )
+            )
+        ).first()
+        if row is not None:
+            return StoreResult(StoreOutcome.STORED, int(row.seq))
+        return StoreResult(StoreOutcome.NOT_MEMBER)
+
+    async def members_with_version(self, conversation_id: str) -> tuple[int, list[str]] | None:
+        """The conversation's `members_version` and member ids (in the order they joined),
+        read in one statement; None if there is no such conversation."""
+        rows = (
+            await self.connection.execute(
+                select(conversations.c.members_version, members.c.user_id)
+                .select_from(
+                    conversations.outerjoin(
+                        members, members.c.conversation_id == conversations.c.id
+                    )
+                )
+                .where(conversations.c.id == conversation_id)
+                .order_by(members.c.joined_at, members.c.user_id)
+            )
+        ).all()
+        if not rows:
+            return None
+        return int(rows[0].members_version), [r.user_id for r in rows if r.user_id is not None]
