@@ -110,6 +110,82 @@ def _values(message: Message) -> dict[str, Any]:
     }
 
 
+def _check_statement() -> Any:
+    earlier = messages.outerjoin(media, messages.c.media_id == media.c.id)
+    joined = members.outerjoin(
+        earlier,
+        and_(
+            messages.c.conversation_id == members.c.conversation_id,
+            messages.c.author_id == members.c.user_id,
+            messages.c.client_id == bindparam("client_id"),
+        ),
+    )
+    return (
+        select(*_message_columns(messages, media, ""))
+        .select_from(joined)
+        .where(
+            members.c.conversation_id == bindparam("cid"),
+            members.c.user_id == bindparam("author"),
+        )
+    )
+
+
+# Built once: building a statement costs more than running a cached one.
+CHECK = _check_statement()
+_EARLIER = and_(
+    messages.c.conversation_id == bindparam("cid"),
+    messages.c.author_id == bindparam("author"),
+    messages.c.client_id == bindparam("client_id"),
+)
+ADVANCE_SQLITE = (
+    update(conversations)
+    .where(
+        conversations.c.id == bindparam("cid"),
+        exists().where(
+            members.c.conversation_id == bindparam("cid"),
+            members.c.user_id == bindparam("author"),
+        ),
+        ~exists().where(_EARLIER),
+    )
+    .values(
+        last_seq=conversations.c.last_seq + 1,
+        last_version=conversations.c.last_version + 1,
+        last_activity_at=bindparam("now"),
+    )
+    .returning(
+        conversations.c.last_seq, conversations.c.last_version, conversations.c.members_version
+    )
+)
+INSERT_SQLITE = insert(messages).values(
+    id=bindparam("id"),
+    conversation_id=bindparam("cid"),
+    seq=bindparam("seq"),
+    version=bindparam("version"),
+    author_id=bindparam("author"),
+    client_id=bindparam("client_id"),
+    kind=bindparam("kind"),
+    text=bindparam("text"),
+    media_id=bindparam("media_id"),
+    created_at=bindparam("now"),
+)
+MOVE_CURSOR_SQLITE = (
+    update(members)
+    .where(
+        members.c.conversation_id == bindparam("cid"),
+        members.c.user_id == bindparam("author"),
+        members.c.read_seq < bindparam("seq"),
+    )
+    .values(read_seq=bindparam("seq"))
+)
+EARLIER_SEQ = select(messages.c.seq).where(_EARLIER)
+MEMBERS_WITH_VERSION = (
+    select(conversations.c.members_version, members.c.user_id)
+    .select_from(conversations.outerjoin(members, members.c.conversation_id == conversations.c.id))
+    .where(conversations.c.id == bindparam("cid"))
+    .order_by(members.c.joined_at, members.c.user_id)
+)
+
+
 class SendRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
@@ -119,22 +195,8 @@ class SendRepository:
     ) -> tuple[bool, Message | None]:
         """(is `author_id` a member, the message they stored under `client_id` if any):
         one statement, the membership row joined to the earlier message."""
-        earlier = messages.outerjoin(media, messages.c.media_id == media.c.id)
-        joined = members.outerjoin(
-            earlier,
-            and_(
-                messages.c.conversation_id == members.c.conversation_id,
-                messages.c.author_id == members.c.user_id,
-                messages.c.client_id == client_id,
-            ),
-        )
-        row = (
-            await self.connection.execute(
-                select(*_message_columns(messages, media, ""))
-                .select_from(joined)
-                .where(members.c.conversation_id == conversation_id, members.c.user_id == author_id)
-            )
-        ).first()
+        params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
+        row = (await self.connection.execute(CHECK, params)).first()
         if row is None:
             return False, None
         return True, (_message(row) if row.id is not None else None)
@@ -163,87 +225,29 @@ class SendRepository:
         """Three statements in the caller's transaction; the first takes SQLite's write
         lock (see repository.py), so the checks in its WHERE are made under it."""
         values = _values(message)
-        member = exists().where(
-            members.c.conversation_id == values["cid"], members.c.user_id == values["author"]
-        )
-        stored = exists().where(
-            messages.c.conversation_id == values["cid"],
-            messages.c.author_id == values["author"],
-            messages.c.client_id == values["client_id"],
-        )
-        row = (
-            await self.connection.execute(
-                update(conversations)
-                .where(conversations.c.id == values["cid"], member, ~stored)
-                .values(
-                    last_seq=conversations.c.last_seq + 1,
-                    last_version=conversations.c.last_version + 1,
-                    last_activity_at=values["now"],
-                )
-                .returning(
-                    conversations.c.last_seq,
-                    conversations.c.last_version,
-                    conversations.c.members_version,
-                )
-            )
-        ).first()
+        # Only the statement's own parameters: an UPDATE given a parameter named like a
+        # column ("id", "kind") would set that column.
+        keys = {name: values[name] for name in ("cid", "author", "client_id", "now")}
+        row = (await self.connection.execute(ADVANCE_SQLITE, keys)).first()
         if row is None:
-            return await self._why_not_stored(values)
-        seq, version = int(row.last_seq), int(row.last_version)
+            earlier = (await self.connection.execute(EARLIER_SEQ, keys)).first()
+            if earlier is not None:
+                return StoreResult(StoreOutcome.STORED, int(earlier.seq))
+            return StoreResult(StoreOutcome.NOT_MEMBER)
+        values["seq"], values["version"] = int(row.last_seq), int(row.last_version)
+        await self.connection.execute(INSERT_SQLITE, values)
         await self.connection.execute(
-            insert(messages).values(
-                id=values["id"],
-                conversation_id=values["cid"],
-                seq=seq,
-                version=version,
-                author_id=values["author"],
-                client_id=values["client_id"],
-                kind=values["kind"],
-                text=values["text"],
-                media_id=values["media_id"],
-                created_at=values["now"],
-            )
+            MOVE_CURSOR_SQLITE,
+            {"cid": values["cid"], "author": values["author"], "seq": values["seq"]},
         )
-        await self.connection.execute(
-            update(members)
-            .where(
-                members.c.conversation_id == values["cid"],
-                members.c.user_id == values["author"],
-                members.c.read_seq < seq,
-            )
-            .values(read_seq=seq)
+        return StoreResult(
+            StoreOutcome.STORED_NEW, values["seq"], values["version"], int(row.members_version)
         )
-        return StoreResult(StoreOutcome.STORED_NEW, seq, version, int(row.members_version))
-
-    async def _why_not_stored(self, values: dict[str, Any]) -> StoreResult:
-        row = (
-            await self.connection.execute(
-                select(messages.c.seq).where(
-                    messages.c.conversation_id == values["cid"],
-                    messages.c.author_id == values["author"],
-                    messages.c.client_id == values["client_id"],
-                )
-            )
-        ).first()
-        if row is not None:
-            return StoreResult(StoreOutcome.STORED, int(row.seq))
-        return StoreResult(StoreOutcome.NOT_MEMBER)
 
     async def members_with_version(self, conversation_id: str) -> tuple[int, list[str]] | None:
         """The conversation's `members_version` and member ids (in the order they joined),
         read in one statement; None if there is no such conversation."""
-        rows = (
-            await self.connection.execute(
-                select(conversations.c.members_version, members.c.user_id)
-                .select_from(
-                    conversations.outerjoin(
-                        members, members.c.conversation_id == conversations.c.id
-                    )
-                )
-                .where(conversations.c.id == conversation_id)
-                .order_by(members.c.joined_at, members.c.user_id)
-            )
-        ).all()
+        rows = (await self.connection.execute(MEMBERS_WITH_VERSION, {"cid": conversation_id})).all()
         if not rows:
             return None
         return int(rows[0].members_version), [r.user_id for r in rows if r.user_id is not None]

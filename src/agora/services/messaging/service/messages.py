@@ -98,11 +98,16 @@ class MessagingService(ConversationRules, MediaUploads):
         except IntegrityError:
             # The same client id, committed by a concurrent send since our check: that
             # message is the answer (the failed statement took no seq).
-            return SendResult(await self._stored(actor, conversation_id, client_id), False)
+            raced = await self._stored(actor, conversation_id, client_id)
+            if raced is None:
+                raise
+            return SendResult(raced, created=False)
         if result.outcome is StoreOutcome.NOT_MEMBER:  # removed since the check
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
         if result.outcome is StoreOutcome.STORED:
-            return SendResult(await self._stored(actor, conversation_id, client_id), False)
+            stored = await self._stored(actor, conversation_id, client_id)
+            assert stored is not None  # messages are never removed
+            return SendResult(stored, created=False)
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
         member_ids = await self._members(conversation_id, result.members_version)
         MESSAGES_STORED.inc()
@@ -141,13 +146,11 @@ class MessagingService(ConversationRules, MediaUploads):
                 return result
         raise ServiceUnavailable("The conversation is changing; try again")
 
-    async def _stored(self, actor: Actor, conversation_id: str, client_id: str) -> Message:
+    async def _stored(self, actor: Actor, conversation_id: str, client_id: str) -> Message | None:
         async with self.db.single_read() as connection:
-            stored = await MessagingRepository(connection).message_by_client_id(
+            return await MessagingRepository(connection).message_by_client_id(
                 conversation_id, actor.user_id, client_id
             )
-        assert stored is not None  # messages are never removed
-        return stored
 
     async def _members(self, conversation_id: str, members_version: int) -> list[str]:
         """The members a message stored at `members_version` goes to (member_lists.py)."""
