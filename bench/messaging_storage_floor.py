@@ -137,6 +137,7 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, object]:
                 f"resend seq {again['seq']} (stored: {first}), rows after resend {after}"
             )
         return {
+            "senders": args.senders,
             "messages": total,
             "seconds": round(wall, 2),
             "messages_per_s": round(total / wall, 1),
@@ -144,6 +145,13 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, object]:
         }
     finally:
         await pool.close()
+
+
+def measure(database_url: str, seconds: float = 10, senders: int = 8) -> dict[str, object]:
+    """One run on an existing migrated database (its own conversation): for
+    `bench.messaging_bench`, which measures the floor beside the agora-pg rows."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return asyncio.run(run(dsn, argparse.Namespace(seconds=seconds, senders=senders)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,8 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.senders <= MEMBERS:
         parser.error(f"--senders must be 1 to {MEMBERS}")
     with postgres_database() as url:
-        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        result = asyncio.run(run(dsn, args))
+        result = measure(url, args.seconds, args.senders)
     print(
         f"storage floor: {result['messages_per_s']:,} messages/s, "
         f"{result['client_cpu_us_per_message']} µs client CPU per message "
