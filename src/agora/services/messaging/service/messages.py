@@ -12,6 +12,7 @@ puts them together with messages and read cursors.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import logging
@@ -111,8 +112,12 @@ class MessagingService(ConversationRules, MediaUploads):
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
         member_ids = await self._members(conversation_id, result.members_version)
         MESSAGES_STORED.inc()
-        await self._announce(member_ids, "message:new", message.to_json())
-        await self._notify_offline(member_ids, message)
+        # Side by side: on Redis each is a round trip, and the sender waits for both.
+        # Neither raises (each logs its own failure).
+        await asyncio.gather(
+            self._announce(member_ids, "message:new", message.to_json()),
+            self._notify_offline(member_ids, message),
+        )
         return SendResult(message, created=True)
 
     async def _check_send(
