@@ -95,8 +95,20 @@ async def test_store_guarantees(world: World) -> None:
     assert refused.outcome is StoreOutcome.NOT_MEMBER
     assert (await state(world, cid))["seqs"] == []
 
-    first = await store(world, draft(cid, a, "a-1"))
+    sent = draft(cid, a, "a-1")
+    first = await store(world, sent)
     assert (first.outcome, first.seq, first.version) == (StoreOutcome.STORED_NEW, 1, 1)
+    # Times are stored as SQLAlchemy stores them (SQLite compares them as text).
+    async with world.db.sessions() as session:
+        at = sent.created_at
+        assert await session.scalar(
+            select(func.count()).where(MsgMessage.created_at == at, MsgMessage.id == sent.id)
+        ) == 1  # fmt: skip
+        assert await session.scalar(
+            select(func.count()).where(
+                MsgConversation.last_activity_at == at, MsgConversation.id == cid
+            )
+        ) == 1  # fmt: skip
     after = await state(world, cid)
     assert after["cursors"] == {a.user_id: 1, b.user_id: 0}  # the author's cursor only
     assert (after["last_seq"], after["last_version"], after["seqs"]) == (1, 1, [1])
