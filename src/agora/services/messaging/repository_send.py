@@ -39,10 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agora.db.engine import UTCDateTime
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository import (
-    _message,
-    _message_columns,
+    MessagingRepository,
     conversations,
-    media,
     members,
     messages,
 )
@@ -121,28 +119,16 @@ def _values(message: Message) -> dict[str, Any]:
     }
 
 
-def _check_statement() -> Any:
-    earlier = messages.outerjoin(media, messages.c.media_id == media.c.id)
-    joined = members.outerjoin(
-        earlier,
-        and_(
-            messages.c.conversation_id == members.c.conversation_id,
-            messages.c.author_id == members.c.user_id,
-            messages.c.client_id == bindparam("client_id"),
-        ),
-    )
-    return (
-        select(*_message_columns(messages, media, ""))
-        .select_from(joined)
-        .where(
-            members.c.conversation_id == bindparam("cid"),
-            members.c.user_id == bindparam("author"),
-        )
-    )
-
-
-# Built once: building a statement costs more than running a cached one.
-CHECK = _check_statement()
+# The membership row and the id of an earlier message of this client id: no row, not a
+# member; a row with an id, a resend (its message is then read in full: rare).
+CHECK_SQL = """
+SELECT earlier.id FROM msg_members AS member
+LEFT JOIN msg_messages AS earlier
+  ON earlier.conversation_id = member.conversation_id
+ AND earlier.author_id = member.user_id AND earlier.client_id = :client_id
+WHERE member.conversation_id = :cid AND member.user_id = :author
+"""
+CHECK = text(CHECK_SQL)
 _EARLIER = and_(
     messages.c.conversation_id == bindparam("cid"),
     messages.c.author_id == bindparam("author"),
@@ -185,12 +171,21 @@ class SendRepository:
         self, conversation_id: str, author_id: str, client_id: str
     ) -> tuple[bool, Message | None]:
         """(is `author_id` a member, the message they stored under `client_id` if any):
-        one statement, the membership row joined to the earlier message."""
+        one statement, the membership row joined to the earlier message's id. On SQLite on
+        the driver's connection (one hop to aiosqlite's thread; see `_store_sqlite`)."""
         params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
-        row = (await self.connection.execute(CHECK, params)).first()
-        if row is None:
+        if self.connection.dialect.name == "sqlite":
+            raw = await self.connection.get_raw_connection()
+            assert raw.driver_connection is not None
+            rows = list(await raw.driver_connection.execute_fetchall(CHECK_SQL, params))
+        else:
+            rows = list((await self.connection.execute(CHECK, params)).all())
+        if not rows:
             return False, None
-        return True, (_message(row) if row.id is not None else None)
+        earlier_id = rows[0][0]
+        if earlier_id is None:
+            return True, None
+        return True, await MessagingRepository(self.connection).message(conversation_id, earlier_id)
 
     async def store_message(self, message: Message) -> StoreResult:
         """Store `message` (its seq and version are taken here, the ones given are
