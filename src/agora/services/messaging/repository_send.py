@@ -4,7 +4,10 @@
 id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
 checks membership, advances the conversation's counters, inserts the message, moves the
 author's read cursor and returns the conversation's `members_version`; on SQLite one
-transaction of three statements on one connection (SQLite has no data-modifying CTE).
+transaction of three statements on one connection (SQLite has no data-modifying CTE),
+sent on the driver's own connection (aiosqlite) under SQLAlchemy's transaction: each
+statement through SQLAlchemy's adapter is three or four hops to aiosqlite's thread,
+directly one (the SQL is then written out here, and times bound as SQLAlchemy binds them).
 
 Guarantees, on both backends:
 
