@@ -149,7 +149,7 @@ def ratio_lines(name: str, report: Report) -> list[str]:
     for target in of(report.get("benchmark") or report.get("bench") or name):
         value = target.read(report)
         if value is not None:
-            lines.append(f"{target.name}: {value:.2f}x  ({target.verdict(value)})")
+            lines.append(f"{target.name}: {target.show(value)}  ({target.verdict(value)})")
     ratios = report.get("ratios")
     more = dict(ratios) if isinstance(ratios, dict) else {}
     summary = report.get("summary")  # messaging's and social's ratios, per row

@@ -51,9 +51,10 @@ class Check:
 
     def line(self) -> str:
         t = self.target
-        shown = "--" if self.value is None else f"{self.value:.2f}x"
+        shown = t.show(self.value)
         limit = t.bound * (1 + t.tolerance if t.at_most else 1 - t.tolerance)
-        margin = f"noise {t.tolerance:.0%}: fails {'over' if t.at_most else 'under'} {limit:.2f}x"
+        side = "over" if t.at_most else "under"
+        margin = f"noise {t.tolerance:.0%}: fails {side} {t.show(limit)}"
         return (
             f"{t.benchmark:<13} {t.name:<34} {shown:>7}  "
             f"target {t.label:<8} {margin:<30} {self.status}"

@@ -4,6 +4,7 @@ the bare fan-out in the same run, and catch-up of 1,000 missed messages.
     .venv/bin/python -m bench.messaging_bench [--quick] [--rounds 3] [--pg-rounds 1]
         [--messages 500] [--members 50] [--senders 1,4] [--window 16] [--paced 100]
         [--catchup 1000] [--reps 5] [--skip postgres,social] [--profile DIR]
+        [--floor-seconds 10]
 
 Servers, each its own process, one uvicorn worker, on a free 127.0.0.1 port:
 
@@ -37,6 +38,11 @@ Rows, each loaded from separate client processes (bench/messaging_clients.py):
                last_seq) and gets them all in the join reply; timed `--reps` times,
                against paging the same messages over REST (`after=`, limit 100)
 
+With agora-pg, the storage floor (bench/messaging_storage_floor.py: bare asyncpg, one
+statement per message, `--floor-seconds`) runs on the same database once the agora-pg
+server has stopped, and issue 13's targets are printed as reached or MISSED
+(bench/targets.py).
+
 Each fan-out row reports the server's CPU per delivery and what the rest of the
 machine used meanwhile. Rounds alternate between the rows (`--rounds` on the embedded
 server, `--pg-rounds` on PostgreSQL); each row reports its median round. `--quick`: one
@@ -60,6 +66,7 @@ import httpx
 import uvloop
 
 from bench import messaging_clients as mc
+from bench import messaging_storage_floor as storage_floor
 from bench import targets
 from bench.charts import after_run
 from bench.harness import wait_for_idle, write_results
@@ -326,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-wait", type=float, default=10.0)
     parser.add_argument("--skip", default="", help="comma list: postgres, social")
     parser.add_argument("--profile", type=str, help="py-spy the Agora rows into this folder")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=10,
+        help="the storage floor's run beside the agora-pg rows (0: none)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.skip = set(filter(None, args.skip.split(",")))
     args.senders = [int(n) for n in args.senders.split(",")]
@@ -345,10 +356,14 @@ def main(argv: list[str] | None = None) -> None:
     configs: dict[str, dict[str, Any]] = {}
     with baseline_server("bare", 2) as bare:
         configs["agora"] = configuration("agora", args, bare, MESSAGING_ENV)
+    floor = None
     if "postgres" not in args.skip and postgres_available() and redis_available():
         with postgres_database() as url:
             env = {**MESSAGING_ENV, "AGORA_DATABASE_URL": url}
             configs["agora-pg"] = configuration("agora-pg", args, None, env, redis=True)
+            if args.floor_seconds > 0:  # the agora-pg server is stopped by now
+                floor = storage_floor.measure(url, args.floor_seconds)
+                say(storage_floor.describe(floor, None))
     report = {
         "bench": "messaging",
         "at": datetime.now(UTC).isoformat(),
@@ -358,14 +373,18 @@ def main(argv: list[str] | None = None) -> None:
                     "python": sys.version.split()[0], "busy_cores_before": busy},
         "agora_env": {**AGORA_ENV, **MESSAGING_ENV},
         "configurations": configs,
+        "storage_floor": floor,
     }  # fmt: skip
     report["summary"] = verdicts = summary(configs, args.senders)
     path = write_results("messaging", report)
     for name, line in verdicts.items():
         print(f"{name:20} {line}")
+    if floor is not None:
+        pg = verdicts.get("agora-pg x1", {}).get("messages_per_s")
+        print(storage_floor.describe(floor, pg))
     for goal in targets.of("messaging"):  # the table: bench/targets.py
         value = goal.read(report)
-        print(f"{goal.name}: {'--' if value is None else f'{value:.2f}x'} ({goal.verdict(value)})")
+        print(f"{goal.name}: {goal.show(value)} ({goal.verdict(value)})")
     print(f"total {report['seconds_total']} s; results in {path}")
     after_run(path)
 

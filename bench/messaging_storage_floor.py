@@ -27,6 +27,7 @@ import asyncio
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -138,6 +139,7 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, object]:
                 f"resend seq {again['seq']} (stored: {first}), rows after resend {after}"
             )
         return {
+            "senders": args.senders,
             "messages": total,
             "seconds": round(wall, 2),
             "messages_per_s": round(total / wall, 1),
@@ -145,6 +147,13 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, object]:
         }
     finally:
         await pool.close()
+
+
+def measure(database_url: str, seconds: float = 10, senders: int = 8) -> dict[str, object]:
+    """One run on an existing migrated database (its own conversation): for
+    `bench.messaging_bench`, which measures the floor beside the agora-pg rows."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return asyncio.run(run(dsn, argparse.Namespace(seconds=seconds, senders=senders)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.senders <= MEMBERS:
         parser.error(f"--senders must be 1 to {MEMBERS}")
     with postgres_database() as url:
-        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        result = asyncio.run(run(dsn, args))
+        result = measure(url, args.seconds, args.senders)
     print(
         f"storage floor: {result['messages_per_s']:,} messages/s, "
         f"{result['client_cpu_us_per_message']} µs client CPU per message "
@@ -171,6 +179,20 @@ def main(argv: list[str] | None = None) -> None:
     })  # fmt: skip
     print(f"results: {out}")
     after_run(out)
+
+
+def describe(floor: dict[str, Any], pg_messages_per_s: float | None) -> str:
+    """One line for a run's report: the floor, and agora-pg's share of it when measured."""
+    share = (
+        f", agora-pg x1 = {pg_messages_per_s / floor['messages_per_s']:.3f}x of it"
+        if pg_messages_per_s
+        else ""
+    )
+    return (
+        f"storage floor (bare asyncpg, one statement per message, {floor['senders']} senders): "
+        f"{floor['messages_per_s']:,} msg/s, {floor['client_cpu_us_per_message']} µs client CPU "
+        f"per message{share}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,10 +51,14 @@ class Target:
     at_most: bool = False  # a cost: the ratio must stay at or under `bound`
     tolerance: float = 0.0  # measured relative noise of the quick form
     guarded: bool = False  # checked by `make bench-quick`
+    unit: str = "x"  # a ratio, or an absolute cost ("ms") measured beside its baseline
 
     @property
     def label(self) -> str:
-        return f"{'<=' if self.at_most else '>='} {self.bound:g}x"
+        return f"{'<=' if self.at_most else '>='} {self.bound:g}{self.unit}"
+
+    def show(self, value: float | None) -> str:
+        return "--" if value is None else f"{value:.2f}{self.unit}"
 
     def reached(self, value: float) -> bool:
         return value <= self.bound if self.at_most else value >= self.bound
@@ -70,6 +74,33 @@ class Target:
         if value is None:
             return f"target {self.label}: no result"
         return f"target {self.label}: {'reached' if self.reached(value) else 'MISSED'}"
+
+
+def _messaging_pg_over_floor(report: Report) -> float | None:
+    """agora-pg x1's messages/s over the lower of the bare fan-out and the storage floor
+    (bare asyncpg, one statement per message), both measured in the same run."""
+    pg = reader("summary", "agora-pg x1", "messages_per_s")(report)
+    bare = reader("configurations", "agora", "fanout", "bare", "messages_per_s")(report)
+    floor = reader("storage_floor", "messages_per_s")(report)
+    lower = min((x for x in (bare, floor) if x), default=None)
+    return pg / lower if pg and lower else None
+
+
+def _messaging() -> Iterator[Target]:
+    """Issue 13: the send path against the bare fan-out and the storage floor; server CPU
+    per stored message (the catch-up fill: messages sent one after the other); the
+    latency of a message that finds no queue."""
+    yield Target("messaging", "agora x1 / bare, deliveries/s", 0.5, 13,
+                 reader("summary", "agora x1", "over_bare"),
+                 tolerance=MESSAGING_NOISE, guarded=True)  # fmt: skip
+    yield Target("messaging", "agora-pg x1 / min(bare, floor), messages/s", 0.5, 13,
+                 _messaging_pg_over_floor)  # fmt: skip
+    for server in ("agora", "agora-pg"):
+        yield Target("messaging", f"{server} server CPU per stored message", 1.0, 13,
+                     reader("configurations", server, "catchup", "fill_server_ms_per_message"),
+                     at_most=True, unit=" ms")  # fmt: skip
+    yield Target("messaging", "agora paced p99", 10.0, 13,
+                 reader("summary", "agora paced", "p99_ms"), at_most=True, unit=" ms")  # fmt: skip
 
 
 def _social() -> Iterator[Target]:
@@ -106,9 +137,7 @@ TARGETS: tuple[Target, ...] = (
            tolerance=PUBLICATIONS_NOISE, guarded=True),
     Target("publications", "agora / flask, CPU per request", 0.35, 13, _publications_cpu,
            at_most=True, tolerance=PUBLICATIONS_CPU_NOISE, guarded=True),
-    Target("messaging", "agora x1 / bare, deliveries/s", 0.5, 13,
-           reader("summary", "agora x1", "over_bare"),
-           tolerance=MESSAGING_NOISE, guarded=True),
+    *_messaging(),
     *_social(),
 )  # fmt: skip
 

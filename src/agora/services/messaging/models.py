@@ -41,6 +41,9 @@ class MsgConversation(Base):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seq: Mapped[int] = mapped_column(BigInteger(), default=0)
     last_version: Mapped[int] = mapped_column(BigInteger(), default=0)
+    # Bumped (under the row lock) by every membership change: a process's cached member
+    # list is good while this is what the send statement returns (repository_send.py).
+    members_version: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0")
 
 
 class MsgMember(Base):

@@ -181,6 +181,19 @@ class MessagingRepository:
         )
         return bool(getattr(result, "rowcount", 0))
 
+    async def members_changed(self, conversation_id: str) -> int | None:
+        """Bump the conversation's `members_version` (cached member lists of every process
+        go stale: service/member_lists.py) as the first statement of a membership
+        change, which takes the conversation's lock; its last_seq, None if there is no
+        such conversation."""
+        row = await self._first(
+            update(conversations)
+            .where(conversations.c.id == conversation_id)
+            .values(members_version=conversations.c.members_version + 1)
+            .returning(conversations.c.last_seq)
+        )
+        return None if row is None else int(row.last_seq)
+
     async def set_title(self, conversation_id: str, title: str) -> None:
         await self.executor.execute(
             update(conversations).where(conversations.c.id == conversation_id).values(title=title)

@@ -42,8 +42,12 @@ def is_entity_id(value: object) -> bool:
     return isinstance(value, str) and ENTITY_ID.fullmatch(value) is not None
 
 
+def is_client_id(value: object) -> bool:
+    return isinstance(value, str) and CLIENT_ID.fullmatch(value) is not None
+
+
 def client_id(value: object) -> str:
-    if not isinstance(value, str) or CLIENT_ID.fullmatch(value) is None:
+    if not isinstance(value, str) or not is_client_id(value):
         raise Invalid("client_id", "client_id must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
     return value
 

@@ -24,6 +24,7 @@ from agora.services.messaging.domain import Actor
 from agora.services.messaging.ports import MessagingEvents
 from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.service.member_lists import MemberLists
 
 log = logging.getLogger("agora.messaging")
 
@@ -49,6 +50,7 @@ class ServiceCore:
         self.limits = limits
         self.audit = audit
         self.settings = settings
+        self.member_lists = MemberLists()
 
     async def _require_member(self, actor: Actor, conversation_id: str) -> str:
         """The conversation id, checked; NotFound unless the actor is a member."""

@@ -105,11 +105,9 @@ class ConversationRules(ServiceCore):
             try:
                 async with self.db.transaction() as session:
                     repository = MessagingRepository(session)
-                    conversation = await repository.conversation(current.id)
-                    assert conversation is not None
-                    await repository.add_members(
-                        current.id, wanted, utcnow(), read_seq=conversation.last_seq
-                    )
+                    last_seq = await repository.members_changed(current.id)
+                    assert last_seq is not None  # conversations are never removed
+                    await repository.add_members(current.id, wanted, utcnow(), read_seq=last_seq)
             except IntegrityError:  # added by a concurrent call: the same outcome
                 log.info("members of %s added concurrently", current.id)
         conversation = await self._conversation(current.id)
@@ -128,7 +126,9 @@ class ConversationRules(ServiceCore):
         if target != actor.user_id and actor.user_id != current.owner_id:
             await self._refuse_non_owner(actor, current.id, "remove_member")
         async with self.db.transaction() as session:
-            removed = await MessagingRepository(session).remove_member(current.id, target)
+            repository = MessagingRepository(session)
+            await repository.members_changed(current.id)  # first: it takes the lock
+            removed = await repository.remove_member(current.id, target)
         if not removed:
             raise NotFound("Member not found")
         conversation = await self._conversation(current.id)

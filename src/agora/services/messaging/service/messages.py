@@ -12,13 +12,15 @@ puts them together with messages and read cursors.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import html
 import logging
 import uuid
 
 from sqlalchemy.exc import IntegrityError
 
-from agora.core.errors import Conflict, Invalid, NotFound
+from agora.core.errors import Conflict, Invalid, NotFound, ServiceUnavailable
 from agora.core.metrics import MESSAGES_STORED
 from agora.db.engine import utcnow
 from agora.services.messaging import validation
@@ -26,19 +28,20 @@ from agora.services.messaging.content import clean_text, readable
 from agora.services.messaging.domain import (
     Actor,
     Catchup,
-    MediaRef,
     Message,
     MessagePage,
     Receipt,
     SendResult,
 )
 from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
 from agora.services.messaging.service.conversations import ConversationRules
 from agora.services.messaging.service.media import MediaUploads
 
 log = logging.getLogger("agora.messaging")
 
 PREVIEW_CHARS = 100
+STORE_ATTEMPTS = 5
 
 
 class _Unchanged(Exception):
@@ -61,19 +64,14 @@ class MessagingService(ConversationRules, MediaUploads):
         text: str | None = None,
         media_id: str | None = None,
     ) -> SendResult:
+        """Two statements on PostgreSQL: the check (membership, an earlier send of this
+        client id) and the store (repository_send.py); the member list comes from
+        `member_lists`."""
         conversation_id = validation.conversation_id(conversation_id)
-        # Membership and an earlier send of this client id, on one connection: the
-        # send path is the hot one.
-        async with self.db.single_read() as connection:
-            repository = MessagingRepository(connection)
-            if await repository.read_seq(conversation_id, actor.user_id) is None:
-                raise NotFound(validation.CONVERSATION_NOT_FOUND)
-            client_id = validation.client_id(client_id)
-            if (text is None) == (media_id is None):
-                raise Invalid("text", "Send either text or media_id")
-            stored = await repository.message_by_client_id(
-                conversation_id, actor.user_id, client_id
-            )
+        stored = await self._check_send(actor, conversation_id, client_id)
+        client_id = validation.client_id(client_id)
+        if (text is None) == (media_id is None):
+            raise Invalid("text", "Send either text or media_id")
         if stored is not None:  # a retry: the stored message, nothing counted twice
             return SendResult(stored, created=False)
         # Counted before the content is looked at: refused attempts count too, and a
@@ -84,62 +82,92 @@ class MessagingService(ConversationRules, MediaUploads):
             clean = await self._message_text(actor, conversation_id, text)
         else:
             upload = await self._own_media(actor, media_id)
+        draft = Message(
+            id=uuid.uuid4().hex,
+            conversation_id=conversation_id,
+            seq=0,  # taken by the store
+            version=0,
+            author_id=actor.user_id,
+            client_id=client_id,
+            kind="text" if clean is not None else "media",
+            text=clean,
+            media=upload,
+            created_at=utcnow(),
+        )
         try:
-            message, member_ids = await self._store_new(
-                actor, conversation_id, client_id, clean, upload
-            )
+            result = await self._store(draft)
         except IntegrityError:
             # The same client id, committed by a concurrent send since our check: that
-            # message is the answer.
-            async with self.db.single_read() as connection:
-                raced = await MessagingRepository(connection).message_by_client_id(
-                    conversation_id, actor.user_id, client_id
-                )
+            # message is the answer (the failed statement took no seq).
+            raced = await self._stored(actor, conversation_id, client_id)
             if raced is None:
                 raise
             return SendResult(raced, created=False)
+        if result.outcome is StoreOutcome.NOT_MEMBER:  # removed since the check
+            raise NotFound(validation.CONVERSATION_NOT_FOUND)
+        if result.outcome is StoreOutcome.STORED:
+            stored = await self._stored(actor, conversation_id, client_id)
+            assert stored is not None  # messages are never removed
+            return SendResult(stored, created=False)
+        message = dataclasses.replace(draft, seq=result.seq, version=result.version)
+        member_ids = await self._members(conversation_id, result.members_version)
         MESSAGES_STORED.inc()
-        await self._announce(member_ids, "message:new", message.to_json())
-        await self._notify_offline(member_ids, message)
+        # Side by side: on Redis each is a round trip, and the sender waits for both.
+        # Neither raises (each logs its own failure).
+        await asyncio.gather(
+            self._announce(member_ids, "message:new", message.to_json()),
+            self._notify_offline(member_ids, message),
+        )
         return SendResult(message, created=True)
 
-    async def _store_new(
-        self,
-        actor: Actor,
-        conversation_id: str,
-        client_id: str,
-        text: str | None,
-        upload: MediaRef | None,
-    ) -> tuple[Message, list[str]]:
-        """Four statements under the conversation's lock. A concurrent send of the same
-        client id fails the unique (conversation, author, client id) index: the caller
-        answers the stored message."""
-        now = utcnow()
-        async with self.db.transaction() as session:
-            repository = MessagingRepository(session)
-            counters = await repository.advance(conversation_id, new_message=True, now=now)
-            if counters is None:
-                raise NotFound(validation.CONVERSATION_NOT_FOUND)
-            seq, version = counters
-            message = Message(
-                id=uuid.uuid4().hex,
-                conversation_id=conversation_id,
-                seq=seq,
-                version=version,
-                author_id=actor.user_id,
-                client_id=client_id,
-                kind="text" if text is not None else "media",
-                text=text,
-                media=upload,
-                created_at=now,
+    async def _check_send(
+        self, actor: Actor, conversation_id: str, client_id: object
+    ) -> Message | None:
+        """NotFound unless the actor is a member (before anything about the request is
+        judged, so ids cannot be probed); else their earlier message of this client id."""
+        if not isinstance(client_id, str) or not validation.is_client_id(client_id):
+            await self._require_member(actor, conversation_id)  # then the 422
+            return None
+        async with self.db.single_read() as connection:
+            member, stored = await SendRepository(connection).check_send(
+                conversation_id, actor.user_id, client_id
             )
-            await repository.add_message(message)
-            # What one writes, one has read; no row: removed from the conversation since
-            # the membership check (the transaction rolls back).
-            if not await repository.move_read_cursor(conversation_id, actor.user_id, seq):
-                raise NotFound(validation.CONVERSATION_NOT_FOUND)
-            member_ids = (await repository.members_of([conversation_id]))[conversation_id]
-        return message, member_ids
+        if not member:
+            raise NotFound(validation.CONVERSATION_NOT_FOUND)
+        return stored
+
+    async def _store(self, draft: Message) -> StoreResult:
+        """One statement in its own transaction on PostgreSQL, one transaction on SQLite;
+        run again when a membership change committed while it waited (a few times at
+        most: each retry sees that change)."""
+        for _ in range(STORE_ATTEMPTS):
+            if self.db.is_postgres:
+                async with self.db.single_read() as connection:
+                    result = await SendRepository(connection).store_message(draft)
+            else:
+                async with self.db.connection_transaction() as connection:
+                    result = await SendRepository(connection).store_message(draft)
+            if result.outcome is not StoreOutcome.RETRY:
+                return result
+        raise ServiceUnavailable("The conversation is changing; try again")
+
+    async def _stored(self, actor: Actor, conversation_id: str, client_id: str) -> Message | None:
+        async with self.db.single_read() as connection:
+            return await MessagingRepository(connection).message_by_client_id(
+                conversation_id, actor.user_id, client_id
+            )
+
+    async def _members(self, conversation_id: str, members_version: int) -> list[str]:
+        """The members a message stored at `members_version` goes to (member_lists.py)."""
+        cached = self.member_lists.get(conversation_id, members_version)
+        if cached is not None:
+            return cached
+        async with self.db.single_read() as connection:
+            loaded = await SendRepository(connection).members_with_version(conversation_id)
+        assert loaded is not None  # conversations are never removed
+        version, member_ids = loaded
+        self.member_lists.put(conversation_id, version, member_ids)
+        return member_ids
 
     async def list_messages(
         self,

@@ -1,0 +1,193 @@
+"""The send's store (repository_send.py) and the cached member lists, on SQLite and
+PostgreSQL: a non-member stores nothing, a resent client id stores nothing and answers
+the earlier seq, seqs stay gapless under concurrency, the author's cursor moves, and a
+removed member stops receiving at once, whichever process removed them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from agora.core.errors import NotFound
+from agora.db.engine import utcnow
+from agora.services.messaging.domain import Actor, Conversation, Message
+from agora.services.messaging.models import MsgConversation, MsgMember, MsgMessage
+from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
+from tests.service.test_messaging_service import MakeWorld, World, make_world, world
+
+__all__ = ["make_world", "world"]  # fixtures, used by name
+
+
+def draft(conversation_id: str, author: Actor, client_id: str, text: str = "hi") -> Message:
+    return Message(
+        id=uuid.uuid4().hex,
+        conversation_id=conversation_id,
+        seq=0,
+        version=0,
+        author_id=author.user_id,
+        client_id=client_id,
+        kind="text",
+        text=text,
+        media=None,
+        created_at=utcnow(),
+    )
+
+
+async def store(world: World, message: Message) -> StoreResult:
+    """One store as the service runs it: its own connection (autocommit on PostgreSQL,
+    one transaction on SQLite)."""
+    if world.db.is_postgres:
+        async with world.db.single_read() as connection:
+            return await SendRepository(connection).store_message(message)
+    async with world.db.connection_transaction() as connection:
+        return await SendRepository(connection).store_message(message)
+
+
+async def state(world: World, conversation_id: str) -> dict[str, Any]:
+    async with world.db.sessions() as session:
+        row = (
+            await session.execute(
+                select(MsgConversation.last_seq, MsgConversation.last_version).where(
+                    MsgConversation.id == conversation_id
+                )
+            )
+        ).one()
+        seqs = (
+            await session.scalars(
+                select(MsgMessage.seq)
+                .where(MsgMessage.conversation_id == conversation_id)
+                .order_by(MsgMessage.seq)
+            )
+        ).all()
+        cursors = dict(
+            (
+                await session.execute(
+                    select(MsgMember.user_id, MsgMember.read_seq).where(
+                        MsgMember.conversation_id == conversation_id
+                    )
+                )
+            ).all()
+        )
+    return {"last_seq": row.last_seq, "last_version": row.last_version, "seqs": list(seqs),
+            "cursors": cursors}  # fmt: skip
+
+
+async def group_of(world: World, count: int) -> tuple[Conversation, list[Actor]]:
+    people = [await world.user() for _ in range(count)]
+    conversation = await world.service.create_group(
+        people[0], "Team", [p.user_id for p in people[1:]]
+    )
+    return conversation, people
+
+
+async def test_store_guarantees(world: World) -> None:
+    conversation, (a, b) = await group_of(world, 2)
+    stranger = await world.user()
+    cid = conversation.id
+
+    refused = await store(world, draft(cid, stranger, "x-1"))
+    assert refused.outcome is StoreOutcome.NOT_MEMBER
+    assert (await state(world, cid))["seqs"] == []
+
+    sent = draft(cid, a, "a-1")
+    first = await store(world, sent)
+    assert (first.outcome, first.seq, first.version) == (StoreOutcome.STORED_NEW, 1, 1)
+    # Times are stored as SQLAlchemy stores them (SQLite compares them as text).
+    async with world.db.sessions() as session:
+        at = sent.created_at
+        assert await session.scalar(
+            select(func.count()).where(MsgMessage.created_at == at, MsgMessage.id == sent.id)
+        ) == 1  # fmt: skip
+        assert await session.scalar(
+            select(func.count()).where(
+                MsgConversation.last_activity_at == at, MsgConversation.id == cid
+            )
+        ) == 1  # fmt: skip
+    after = await state(world, cid)
+    assert after["cursors"] == {a.user_id: 1, b.user_id: 0}  # the author's cursor only
+    assert (after["last_seq"], after["last_version"], after["seqs"]) == (1, 1, [1])
+
+    again = await store(world, draft(cid, a, "a-1", text="resent"))
+    assert (again.outcome, again.seq) == (StoreOutcome.STORED, 1)
+    assert await state(world, cid) == after  # nothing stored, nothing counted
+
+    theirs = await store(world, draft(cid, b, "a-1"))  # another author, same client id
+    assert (theirs.outcome, theirs.seq) == (StoreOutcome.STORED_NEW, 2)
+    assert (await state(world, cid))["cursors"] == {a.user_id: 1, b.user_id: 2}
+
+
+async def test_concurrent_stores_stay_gapless(world: World) -> None:
+    conversation, people = await group_of(world, 4)
+    cid = conversation.id
+
+    async def attempt(message: Message) -> StoreResult | None:
+        try:
+            return await store(world, message)
+        except IntegrityError:  # a concurrent send of the same client id won
+            return None
+
+    fresh = [draft(cid, people[i % 4], f"c-{i}") for i in range(24)]
+    same = [draft(cid, people[0], "same") for _ in range(6)]
+    results = await asyncio.gather(*(attempt(m) for m in [*fresh, *same]))
+    created = [r for r in results if r is not None and r.outcome is StoreOutcome.STORED_NEW]
+    assert len(created) == 25  # every fresh one, and the "same" client id once
+    final = await state(world, cid)
+    assert final["seqs"] == list(range(1, 26)) == sorted(r.seq for r in created)
+    assert final["last_seq"] == final["last_version"] == 25
+    for person in people:  # each author's cursor is at their last message
+        mine = [r.seq for m, r in zip([*fresh, *same], results, strict=True)
+                if r is not None and r.outcome is StoreOutcome.STORED_NEW
+                and m.author_id == person.user_id]  # fmt: skip
+        assert final["cursors"][person.user_id] == max(mine)
+
+
+async def test_removal_committed_while_a_store_waits(world: World) -> None:
+    """The store waits for the conversation's lock behind a removal of its author; once
+    the removal commits, nothing is stored (PostgreSQL re-runs on a fresh snapshot)."""
+    conversation, (_, leaver) = await group_of(world, 2)
+    cid = conversation.id
+    await world.send(leaver, conversation, "before")
+    async with world.db.connection_transaction() as connection:
+        repository = MessagingRepository(connection)
+        await repository.members_changed(cid)  # takes the lock
+        assert await repository.remove_member(cid, leaver.user_id)
+        waiting = asyncio.create_task(world.service.send(leaver, cid, "late", text="after"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # blocked behind the removal
+    with pytest.raises(NotFound):
+        await waiting
+    assert (await state(world, cid))["seqs"] == [1]
+
+
+async def test_removed_member_stops_receiving_at_once(make_world: MakeWorld) -> None:
+    """Two services on one database, as two processes: the one that sends has the list
+    cached; the other removes a member; the very next message skips them."""
+    sender_side = await make_world()
+    other_side = await make_world()
+    conversation, (owner, stays, leaves) = await group_of(sender_side, 3)
+    await sender_side.send(owner, conversation, "one")
+    everyone = {owner.user_id, stays.user_id, leaves.user_id}
+    assert set(sender_side.events.named("message:new")[-1][0]) == everyone
+
+    await other_side.service.remove_member(owner, conversation.id, leaves.user_id)
+    await sender_side.send(owner, conversation, "two")
+    assert set(sender_side.events.named("message:new")[-1][0]) == {owner.user_id, stays.user_id}
+    with pytest.raises(NotFound):
+        await sender_side.service.send(leaves, conversation.id, "c-1", text="still here?")
+
+    newcomer = await other_side.user()
+    await other_side.service.add_members(owner, conversation.id, [newcomer.user_id])
+    await sender_side.send(stays, conversation, "three")
+    assert set(sender_side.events.named("message:new")[-1][0]) == {
+        owner.user_id, stays.user_id, newcomer.user_id
+    }  # fmt: skip
+    async with sender_side.db.sessions() as session:
+        assert await session.scalar(
+            select(func.count()).where(MsgMessage.conversation_id == conversation.id)
+        ) == 3  # fmt: skip
