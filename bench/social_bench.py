@@ -93,6 +93,9 @@ AGORA_ENV = {
     "AGORA_REGISTER_IP_MAX_ATTEMPTS": "1000000",  # every bench user comes from one IP
     "AGORA_SOCIAL_MESSAGES_PER_WINDOW": BIG,
     "AGORA_SOCIAL_CONNECTIONS_PER_IP": BIG,
+    # The fan-out sender shares no conversation with its recipient: chat reaches anyone,
+    # as before the reach rule (issue 11), so the rows stay comparable with the baselines.
+    "AGORA_SOCIAL_CHAT_REACH": "anyone",
 }
 UVICORN_OPTIONS = [  # what `agora serve` passes, with the settings' defaults
     "--ws-max-size", "65536", "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
