@@ -16,12 +16,12 @@ from starlette.responses import Response
 from agora.core.settings import load_settings
 from agora.runtime.backends import build_backends
 from agora.web.app import build_service_app
-from agora.web.guard import CurrentUser
+from agora.web.guard import CurrentUser, GuardedRoute
 
 PUBLIC_PATH = "/bench/public"
 PROTECTED_PATH = "/bench/me"
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)  # `CurrentUser` checked without a sub-dependency
 
 
 def json(content: dict[str, str]) -> Response:

@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from agora.adapters.audit_database import AuditEvent
 from agora.adapters.bus_memory import MemoryBus
 from agora.adapters.cache_redis import RedisCache
+from agora.adapters.counters_redis import RedisCounters
 from agora.adapters.presence_redis import RedisPresence
 from agora.adapters.pubsub_redis import RedisPubSub
 from agora.core.settings import Settings
@@ -222,6 +223,12 @@ def redis_backends(settings: Settings, redis_url: str, namespace: str) -> Backen
     return Backends(
         database=Database(settings.resolved_database_url),
         cache=RedisCache(redis_url, namespace=namespace),
+        counters=RedisCounters(
+            redis_url,
+            namespace=namespace,
+            flush_interval=settings.rate_limit_flush_interval,
+            max_batch=settings.rate_limit_max_batch,
+        ),
         bus=MemoryBus(),
         pubsub=RedisPubSub(redis_url, namespace=namespace),
         presence=RedisPresence(redis_url, namespace=namespace),

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from sqlalchemy import select
+from websockets.exceptions import ConnectionClosed
 
+from agora.adapters.audit_database import AuditEvent
+from agora.core.settings import Settings
+from agora.db.engine import Database
 from tests.service.social_harness import (
     Client,
     closed_with,
@@ -95,3 +101,58 @@ async def test_logout_on_one_instance_closes_the_socket_on_the_other(pair: Pair)
     assert response.status_code == 200
     assert await receive(ws) == {"type": "error", "message": "Session ended"}
     assert await closed_with(ws) == (4410, "Session ended")
+
+
+async def audit_events(settings: Settings, event: str) -> list[dict[str, object]]:
+    database = Database(settings.resolved_database_url)  # the one both instances write
+    try:
+        async with database.sessions() as session:
+            rows = await session.scalars(select(AuditEvent).where(AuditEvent.event == event))
+            return [orjson.loads(row.data) for row in rows.all()]
+    finally:
+        await database.close()
+
+
+async def test_a_flood_over_two_instances_is_blocked_within_the_stated_bound(
+    tmp_path: Path, redis_url: str, redis_namespace: str
+) -> None:
+    """On Redis each instance counts frames itself and sends its counts in batches
+    (B = a tenth of the limit here: 10). One user sending on a device on each instance
+    gets at most the limit plus 2 x (B - 1) frames through (docs/security.md), then is
+    closed with 4429 everywhere, blocked on both, and the block is audited once."""
+    limit, batch, instances = 100, 10, 2
+    settings = await migrated(
+        social_settings(tmp_path, social_messages_per_window=limit, rate_limit_flush_interval=5)
+    )
+    async with two_instances(settings, redis_url, redis_namespace, "social") as (a, b, http):
+        alice = await Client.register(a, http)
+        devices = [await alice.socket(a), await alice.socket(b)]
+        echoed = 0
+        open_devices = list(devices)
+        for n in range(3 * limit):
+            if not open_devices:
+                break
+            ws = open_devices[n % len(open_devices)]
+            try:
+                await send(ws, {"type": "chat", "content": f"m{n}"})
+                frame = await receive(ws)
+            except ConnectionClosed:
+                open_devices.remove(ws)
+                continue
+            if frame["type"] == "echo":
+                echoed += 1
+            else:
+                assert frame == {"type": "error", "message": "Too many messages"}
+                assert await closed_with(ws) == (4429, "Too many messages")
+                open_devices.remove(ws)
+        assert not open_devices
+        assert limit <= echoed <= limit + instances * (batch - 1)
+        for base_url in (a, b):  # a new socket on either instance is still blocked
+            again = await alice.socket(base_url)
+            await send(again, {"type": "chat", "content": "let me in"})
+            assert await receive(again) == {"type": "error", "message": "Too many messages"}
+            assert (await closed_with(again))[0] == 4429
+    blocks = await audit_events(settings, "social.rate_limited")
+    assert [(e["scope"], e["user_id"], e["level"]) for e in blocks] == [
+        ("messages", alice.user_id, 1)
+    ]

@@ -7,30 +7,36 @@ as the shared cache raises `CacheUnavailable`: the limit holds per process (N in
 let through at most N times the limit) instead of not at all. The switch is logged once
 each way. Counters do not move between the two: after the outage the shared counts
 resume where they were, the local ones expire with their TTLs.
+
+`LocalFallbackCounters` does the same for the Counters port (a limiter's event counts).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from agora.adapters.cache_memory import MemoryCache
+from agora.adapters.counters_cache import CacheCounters
 from agora.ports.cache import Cache, CacheUnavailable
+from agora.ports.counters import Counters
 
 log = logging.getLogger("agora.limits")
 
 T = TypeVar("T")
+Store = TypeVar("Store", Cache, Counters)
 
 
-class LocalFallbackCache:
-    def __init__(self, shared: Cache, name: str, local: Cache | None = None) -> None:
-        self.shared = shared
-        self.local: Cache = local if local is not None else MemoryCache()
-        self.name = name
-        self.degraded = False  # the last call fell back
+class _Fallback(Generic[Store]):
+    """Each call to `shared`, or to `local` while `shared` raises CacheUnavailable."""
 
-    async def _either(self, call: Callable[[Cache], Awaitable[T]]) -> T:
+    shared: Store
+    local: Store
+    name: str
+    degraded: bool  # the last call fell back
+
+    async def _either(self, call: Callable[[Store], Awaitable[T]]) -> T:
         try:
             result = await call(self.shared)
         except CacheUnavailable as error:
@@ -46,6 +52,14 @@ class LocalFallbackCache:
             self.degraded = False
             log.warning("%s: the shared cache is back; counting across instances", self.name)
         return result
+
+
+class LocalFallbackCache(_Fallback[Cache]):
+    def __init__(self, shared: Cache, name: str, local: Cache | None = None) -> None:
+        self.shared = shared
+        self.local = local if local is not None else MemoryCache()
+        self.name = name
+        self.degraded = False
 
     async def get(self, key: str) -> bytes | None:
         return await self._either(lambda cache: cache.get(key))
@@ -82,3 +96,20 @@ class LocalFallbackCache:
 
     async def close(self) -> None:
         await self.local.close()  # the shared cache is its owner's to close
+
+
+class LocalFallbackCounters(_Fallback[Counters]):
+    def __init__(self, shared: Counters, name: str, local: Counters | None = None) -> None:
+        self.shared = shared
+        self.local = local if local is not None else CacheCounters(MemoryCache())
+        self.name = name
+        self.degraded = False
+
+    async def incr(self, key: str, ttl: float, limit: int) -> int:
+        return await self._either(lambda counters: counters.incr(key, ttl, limit))
+
+    async def set(self, key: str, value: int, ttl: float) -> None:
+        await self._either(lambda counters: counters.set(key, value, ttl))
+
+    async def close(self) -> None:
+        await self.local.close()  # the shared counters are their owner's to close

@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     realtime_block_growth: float = Field(2.0, ge=1)
     realtime_block_max_seconds: float = Field(3600.0, gt=0)
     realtime_block_memory: float = Field(86400.0, gt=0)
+    # On Redis the socket limiters count in the process and send their counts in one
+    # call per interval, or once a subject has this many events pending (at most a
+    # tenth of its limit): a subject gets at most P x (batch - 1) events past a limit
+    # across P processes (ports/counters.py, docs/security.md). 1: a round trip per event.
+    rate_limit_flush_interval: float = Field(0.1, gt=0, le=5)
+    rate_limit_max_batch: int = Field(32, ge=1, le=1000)
 
     # Messaging (docs/messaging.md). Limits are per hour, per user and per IP; going over
     # blocks like the socket limits (realtime_block_*).

@@ -13,6 +13,7 @@ from agora.db.engine import Database
 from agora.ports.bus import Bus
 from agora.ports.cache import Cache
 from agora.ports.contacts import Contacts
+from agora.ports.counters import Counters
 from agora.ports.presence import Presence
 from agora.ports.pubsub import PubSub
 
@@ -26,6 +27,8 @@ class Backends:
     presence: Presence
     # Who shares a conversation with whom (social's chat reach); None: nobody.
     contacts: Contacts | None = None
+    # The rate limiters' event counts; None: counted with the cache's own `incr`.
+    counters: Counters | None = None
 
     async def start(self) -> None:
         await self.bus.start()
@@ -34,5 +37,7 @@ class Backends:
         await self.bus.close()
         await self.pubsub.close()
         await self.presence.close()
+        if self.counters is not None:
+            await self.counters.close()
         await self.cache.close()
         await self.database.close()

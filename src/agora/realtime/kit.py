@@ -101,7 +101,11 @@ class RealtimeKit:
     # --- what the endpoint takes ------------------------------------------------------------
 
     def limiter(self, name: str, limit: int, window: float) -> RateLimiter:
-        return realtime_limiter(self.backends.cache, self.settings, name, limit, window)
+        # Counted on the backends' Counters: on Redis, in batches (ports/counters.py).
+        backends = self.backends
+        return realtime_limiter(
+            backends.cache, self.settings, name, limit, window, counters=backends.counters
+        )
 
     def endpoint_args(
         self,

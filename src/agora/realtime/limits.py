@@ -6,14 +6,17 @@ allowed. Going over `limit` events in a window starts a block of the subject for
 to `max_block`, and the level is remembered for `memory` seconds after the last block
 (the login throttle's rules, services/auth/throttle.py, for sockets).
 
-One cache round trip per allowed event: a block also overwrites the subject's counter
-with a value over the limit and the block's TTL, so the single INCR of the next event
-answers "blocked" too. The block key exists only to let one of several simultaneous
-events (on any instance) start the block and raise the level.
+Events are counted on the Counters port (given, or the cache's own `incr`): one count
+per allowed event, and on Redis most of them without a round trip (`RedisCounters`
+counts in the process and flushes in batches: exact in one process, within a stated
+bound across processes, ports/counters.py). A block also overwrites the subject's
+counter with a value over the limit and the block's TTL, so the count of the next
+event answers "blocked" too. The block key exists only to let one of several
+simultaneous events (on any instance) start the block and raise the level.
 
 With the cache unreachable, the counts go on in this process (`LocalFallbackCache`,
-logged once): a limit holds per instance, never disappears, and a cache outage does
-not turn into a socket outage.
+`LocalFallbackCounters`, logged once): a limit holds per instance, never disappears,
+and a cache outage does not turn into a socket outage.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agora.adapters.cache_local_fallback import LocalFallbackCache
+from agora.adapters.cache_local_fallback import LocalFallbackCache, LocalFallbackCounters
+from agora.adapters.counters_cache import CacheCounters
 from agora.core.settings import Settings
 from agora.ports.cache import Cache
+from agora.ports.counters import Counters
 
 log = logging.getLogger("agora.realtime.limits")
 
@@ -52,10 +57,14 @@ class RateLimiter:
         growth: float = 2.0,
         max_block: float = 3600.0,
         memory: float = 86400.0,
+        counters: Counters | None = None,
     ) -> None:
         if limit < 1 or window <= 0 or block <= 0 or max_block < block or growth < 1:
             raise ValueError("invalid rate limit")
         self._cache = LocalFallbackCache(cache, f"rate limit {name}")
+        self._counts = LocalFallbackCounters(
+            counters if counters is not None else CacheCounters(cache), f"rate limit {name} counts"
+        )
         self._base = f"{prefix}ratelimit:{name}:"
         self.limit = limit
         self.window = window
@@ -76,7 +85,7 @@ class RateLimiter:
         return min(seconds, self._max_block)
 
     async def hit(self, subject: str) -> Verdict:
-        count = await self._cache.incr(self.key("count", subject), self.window)
+        count = await self._counts.incr(self.key("count", subject), self.window, self.limit)
         if count <= self.limit:
             return ALLOWED
         return await self._over(subject)
@@ -98,12 +107,17 @@ class RateLimiter:
         seconds = self.block_seconds(level)
         await self._cache.set(block_key, str(level).encode(), seconds)
         # The counter stays over the limit for exactly the block: one INCR answers.
-        await self._cache.set(self.key("count", subject), str(self.limit + 1).encode(), seconds)
+        await self._counts.set(self.key("count", subject), self.limit + 1, seconds)
         return Verdict(False, seconds, new_block_level=level)
 
 
 def realtime_limiter(
-    cache: Cache, settings: Settings, name: str, limit: int, window: float
+    cache: Cache,
+    settings: Settings,
+    name: str,
+    limit: int,
+    window: float,
+    counters: Counters | None = None,
 ) -> RateLimiter:
     """A limiter of the real-time services: blocks grow as `realtime_block_*` say."""
     return RateLimiter(
@@ -116,4 +130,5 @@ def realtime_limiter(
         growth=settings.realtime_block_growth,
         max_block=settings.realtime_block_max_seconds,
         memory=settings.realtime_block_memory,
+        counters=counters,
     )

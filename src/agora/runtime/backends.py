@@ -9,6 +9,7 @@ app needs none of their client libraries.
 
 from __future__ import annotations
 
+from agora.adapters.counters_cache import CacheCounters
 from agora.adapters.presence_memory import MemoryPresence
 from agora.adapters.pubsub_memory import MemoryPubSub
 from agora.core.settings import Settings
@@ -16,6 +17,7 @@ from agora.db.engine import Database
 from agora.ports.backends import Backends
 from agora.ports.bus import Bus, Topology
 from agora.ports.cache import Cache
+from agora.ports.counters import Counters
 from agora.ports.media import MediaStore
 from agora.ports.notify import Notifier
 from agora.ports.presence import Presence
@@ -34,6 +36,19 @@ def build_cache(settings: Settings) -> Cache:
     from agora.adapters.cache_memory import MemoryCache
 
     return MemoryCache()
+
+
+def build_counters(settings: Settings, cache: Cache) -> Counters:
+    if settings.redis_url:
+        from agora.adapters.counters_redis import RedisCounters
+
+        return RedisCounters(
+            settings.redis_url,
+            namespace=settings.redis_namespace,
+            flush_interval=settings.rate_limit_flush_interval,
+            max_batch=settings.rate_limit_max_batch,
+        )
+    return CacheCounters(cache)  # the embedded cache: a count is a dict lookup
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -68,9 +83,11 @@ def build_backends(settings: Settings) -> Backends:
     from agora.services.messaging.contacts import ConversationContacts
 
     database = Database(settings.resolved_database_url)
+    cache = build_cache(settings)
     return Backends(
         database=database,
-        cache=build_cache(settings),
+        cache=cache,
+        counters=build_counters(settings, cache),
         bus=build_bus(settings),
         pubsub=build_pubsub(settings),
         presence=build_presence(settings),

@@ -12,13 +12,13 @@ every request, so a revoked token never rides on this cache.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import jwt
-from cachetools import TLRUCache
 
 from agora.security.keys import ALGORITHMS, Key, KeySet
 
@@ -71,6 +71,38 @@ class Identity:
     claims: dict[str, Any] = field(repr=False, compare=False)
 
 
+class VerifiedTokens:
+    """The verified-token cache: token -> Identity until the token's `exp`, at most
+    `size` tokens, the oldest pushed out first (they also expire first: one TTL).
+
+    A dict rather than cachetools' TLRUCache: a hit, paid by every guarded request, is
+    one lookup and one clock read (0.2 us against TLRUCache's 3.4 us here, issue 13)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: dict[str, Identity] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, token: str) -> Identity | None:
+        identity = self._items.get(token)
+        if identity is not None and identity.exp <= time.time():
+            self._items.pop(token, None)
+            return None
+        return identity
+
+    def put(self, token: str, identity: Identity) -> None:
+        if identity.exp <= time.time():
+            return  # accepted within the leeway: verified in full each time
+        items = self._items
+        if token not in items and len(items) >= self.size:
+            # Another thread may get there first (Flask under threads): nothing to do.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del items[next(iter(items))]
+        items[token] = identity
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str
@@ -102,11 +134,7 @@ class TokenService:
         # Trusted peer issuers (AGORA_TRUSTED_ISSUERS): a token naming one of them is
         # verified with that issuer's keys only.
         self.peers = peers
-        self._verified: TLRUCache[str, Identity] | None = (
-            TLRUCache(maxsize=cache_size, ttu=lambda _k, ident, _now: ident.exp, timer=time.time)
-            if cache_size
-            else None
-        )
+        self._verified = VerifiedTokens(cache_size) if cache_size else None
 
     def issue(self, subject: str, typ: str, ttl: int, **extra: Any) -> IssuedToken:
         now = int(time.time())
@@ -140,7 +168,7 @@ class TokenService:
                 return cached
         identity = self._verify_fully(token, typ)
         if self._verified is not None and typ == ACCESS:
-            self._verified[token] = identity
+            self._verified.put(token, identity)
         return identity
 
     def _verify_fully(self, token: str, typ: str) -> Identity:

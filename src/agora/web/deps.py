@@ -33,6 +33,17 @@ from agora.web.service_app import ServiceApp
 
 T = TypeVar("T")
 Dependency = Callable[[Request], Coroutine[Any, Any, T]]
+DependencyT = TypeVar("DependencyT", bound=Callable[..., Any])
+
+# The dependencies that only hand over what the app was assembled with: they read no
+# input and refuse nothing, so when they run (before or after the token check) changes
+# no answer (`web/guard.GuardedRoute` relies on it).
+CONTEXT_READS: set[Callable[..., Any]] = set()
+
+
+def context_read(dependency: DependencyT) -> DependencyT:
+    CONTEXT_READS.add(dependency)
+    return dependency
 
 
 def app_of(connection: HTTPConnection) -> ServiceApp:
@@ -48,29 +59,35 @@ def from_app(kind: type[T]) -> Dependency[T]:
         return app_of(request).provided(kind)
 
     dependency.__qualname__ = f"from_app({kind.__name__})"
-    return dependency
+    return context_read(dependency)
 
 
+@context_read
 async def context_of(request: Request) -> ServiceContext:
     return app_of(request).context
 
 
+@context_read
 async def settings_of(request: Request) -> Settings:
     return app_of(request).context.settings
 
 
+@context_read
 async def audit_of(request: Request) -> Audit:
     return app_of(request).context.audit
 
 
+@context_read
 async def tokens_of(request: Request) -> TokenService:
     return app_of(request).context.tokens
 
 
+@context_read
 async def guard_of(request: Request) -> TokenGuard:
     return app_of(request).context.guard
 
 
+@context_read
 async def revocations_of(request: Request) -> RevocationStore:
     return app_of(request).context.revocations
 

@@ -22,10 +22,10 @@ from agora.web.cookies import clear_auth_cookie, set_auth_cookie
 from agora.web.csrf import csrf_key, csrf_token_for
 from agora.web.deps import SettingsDep, TokensDep
 from agora.web.errors import error_response
-from agora.web.guard import CurrentUser
+from agora.web.guard import CurrentUser, GuardedRoute
 from agora.web.same_origin import refuse_cross_site
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)  # `CurrentUser` checked without a sub-dependency
 # On every route that sets or clears the session cookies (login CSRF, web.same_origin).
 SAME_ORIGIN_ONLY = [Depends(refuse_cross_site)]
 CROSS_SITE: dict[int | str, dict[str, Any]] = {

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from agora.services.social.deps import SocialServicesDep
 from agora.web.deps import AuditDep
-from agora.web.guard import CurrentUser
+from agora.web.guard import CurrentUser, GuardedRoute
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)  # `CurrentUser` checked without a sub-dependency
 
 CONNECT_TOKEN = "/social/api/socials/connect-token"
 ERRORS: dict[int | str, dict[str, Any]] = {
