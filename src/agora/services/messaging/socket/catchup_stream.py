@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
@@ -30,11 +31,21 @@ SYNC_DONE = "sync:done"
 BATCH_BYTES = 64 * 1024  # one frame of a streamed catch-up, at most (unless one message is more)
 
 
-def streamed_reply(catchup: Catchup) -> dict[str, object]:
+def streamed_reply(catchup: Catchup) -> dict[str, Any]:
     """The reply's entry for a catch-up that follows it: where it will stand, how many."""
     body = dataclasses.replace(catchup, messages=[]).to_json()
     body["streamed"] = len(catchup.messages)
     return body
+
+
+def fits(catchup: Catchup, budget: int) -> bool:
+    """Whether `catchup`'s JSON takes at most `budget` bytes; reads no further than that."""
+    size = len(orjson.dumps(dataclasses.replace(catchup, messages=[]).to_json()))
+    for message in catchup.messages:
+        size += len(orjson.dumps(message.to_json())) + 1
+        if size > budget:
+            return False
+    return size <= budget
 
 
 def batches(catchup: Catchup, limit: int) -> Iterator[str]:

@@ -32,7 +32,7 @@ from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor, Catchup, ConversationSummary
 from agora.services.messaging.service.messages import MessagingService
 from agora.services.messaging.socket import catchup_stream
-from agora.services.messaging.socket.catchup_stream import BATCH_BYTES, streamed_reply
+from agora.services.messaging.socket.catchup_stream import BATCH_BYTES, fits, streamed_reply
 from agora.services.messaging.socket.protocol import error_body
 
 log = logging.getLogger("agora.messaging.sync")
@@ -162,17 +162,16 @@ class Sync:
     ) -> tuple[dict[str, Any], int]:
         """The reply's entry for `catchup` and its bytes: in full if it fits in `budget`;
         else streamed after the reply (added to `answer`) or, unasked, `recovered: false`."""
-        body = catchup.to_json()
-        size = len(orjson.dumps(body))
-        if size > budget and catchup.messages:
+        whole = not catchup.messages or fits(catchup, budget)
+        body = catchup.to_json() if whole else None
+        if body is None:
             if stream:
                 answer.streamed.append(catchup)
                 body = streamed_reply(catchup)
             else:
                 body = dataclasses.replace(catchup, recovered=False, messages=[]).to_json()
-            size = len(orjson.dumps(body))
         _RECOVERED[body["recovered"]].inc()
-        return body, size
+        return body, len(orjson.dumps(body))
 
     async def stream(self, conn: Connection, topic: str, answer: Answer) -> None:
         """The catch-ups `answer` left out of its reply, behind it on `topic`."""
