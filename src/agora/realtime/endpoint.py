@@ -29,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -57,6 +58,13 @@ INTERNAL_ERROR = "Internal error"
 
 # The HTTP status of a refusal at the handshake; any other refusal is 403, as Phoenix's.
 HANDSHAKE_STATUS = {TOO_MANY_CONNECTIONS.code: 429, TRY_AGAIN_LATER.code: 503}
+
+
+def query_param(ws: WebSocket, name: str) -> str | None:
+    """A query parameter of the handshake. Not `ws.query_params`, which keeps the parsed
+    query (the ticket's text included) on the WebSocket for the socket's life: about
+    1.7 KB per idle socket (issue 13)."""
+    return QueryParams(ws.scope.get("query_string", b"")).get(name)
 
 
 class Refused(Exception):
@@ -134,7 +142,7 @@ class SocketEndpoint:
             await self._refuse(ws, refused.close)
             return
         try:
-            ticket = await self.tickets.redeem(ws.query_params.get("token"))
+            ticket = await self.tickets.redeem(query_param(ws, "token"))
         except TicketRefused as refused:
             reused = refused.reason == "reused"
             await self.audit.record(

@@ -32,7 +32,7 @@ from agora.ports.presence import PresenceUnavailable
 from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.codes import CloseReason
 from agora.realtime.connection import Connection
-from agora.realtime.endpoint import Refused, SocketEndpoint
+from agora.realtime.endpoint import Refused, SocketEndpoint, query_param
 from agora.realtime.rooms import Rooms
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor
@@ -133,7 +133,7 @@ class MessagingSocket(SocketEndpoint):
 
     def negotiate(self, ws: WebSocket) -> dict[str, Any]:
         try:
-            return {"vsn": version_of(ws.query_params.get("vsn"))}
+            return {"vsn": version_of(query_param(ws, "vsn"))}
         except UnsupportedVersion:
             raise Refused(UNSUPPORTED_VSN, "unsupported_vsn") from None
 
