@@ -164,6 +164,10 @@ class SocketEndpoint:
         if self.refuse_at_handshake:
             await ws.accept()
         ws.scope[SCOPE_USER_ID] = ticket.user_id  # for the access log
+        # The scope lives as long as the socket; nothing reads its headers or query (the
+        # ticket) once the ticket is redeemed: about 1.5 KB per idle socket (issue 13).
+        ws.scope["headers"] = []
+        ws.scope["query_string"] = b""
         conn = self.connection_class(
             ws,
             user_id=ticket.user_id,
