@@ -3,8 +3,8 @@ the bare fan-out in the same run, and catch-up of 1,000 missed messages.
 
     .venv/bin/python -m bench.messaging_bench [--quick] [--rounds 3] [--pg-rounds 1]
         [--messages 500] [--members 50] [--senders 1,4] [--window 16] [--paced 100]
-        [--catchup 1000] [--reps 5] [--skip postgres,social] [--profile DIR]
-        [--floor-seconds 10]
+        [--catchup 1000] [--catchup-chars 320] [--reps 5] [--skip postgres,social]
+        [--profile DIR] [--floor-seconds 10]
 
 Servers, each its own process, one uvicorn worker, on a free 127.0.0.1 port:
 
@@ -34,9 +34,11 @@ Rows, each loaded from separate client processes (bench/messaging_clients.py):
     social     the social socket's fan-out (realtime Hub) on the same Agora server:
                `--members` devices of one user, same sender
     catch-up   one device of a direct conversation is offline while `--catchup`
-               messages are sent, then reconnects (ticket, socket, join with its
-               last_seq) and gets them all in the join reply; timed `--reps` times,
-               against paging the same messages over REST (`after=`, limit 100)
+               messages of `--catchup-chars` characters are sent, then reconnects
+               (ticket, socket, join with its last_seq and `stream: true`) and gets
+               them all: the join reply, then `sync:batch` pushes up to `sync:done`
+               (docs/messaging.md §3.4); timed `--reps` times, against paging the
+               same messages over REST (`after=`, limit 100)
 
 With agora-pg, the storage floor (bench/messaging_storage_floor.py: bare asyncpg, one
 statement per message, `--floor-seconds`) runs on the same database once the agora-pg
@@ -191,8 +193,11 @@ async def catchup(target: Target, direct_id: str, args: argparse.Namespace) -> d
     await sender.call(topic, "phx_join", {"last_seq": missed_from})
     run = uuid.uuid4().hex[:8]
     before = Snapshot.take(target.pid)
+    # Ordinary words up to the length asked (the send timestamp comes before them).
+    words = (mc.FILL + " ") * (args.catchup_chars // len(mc.FILL) + 1)
+    fill = words[: max(1, args.catchup_chars - 18)].rstrip()
     acks, errors = await mc.send_all(
-        sender, topic, [f"{run}-{i}" for i in range(args.catchup)], args.window
+        sender, topic, [f"{run}-{i}" for i in range(args.catchup)], args.window, fill
     )
     after = Snapshot.take(target.pid)
     sender.abort()
@@ -206,6 +211,8 @@ async def catchup(target: Target, direct_id: str, args: argparse.Namespace) -> d
     pages = statistics.median(r["pages_s"] for r in rest_rows)
     return {
         "missed": args.catchup,
+        "chars": args.catchup_chars,
+        "join_frames": socket_rows[0]["frames"],
         "join_reply_ms": round(join * 1000, 1),
         "reconnect_ms": round(reconnect * 1000, 1),
         "rest_pages_ms": round(pages * 1000, 1),
@@ -268,7 +275,9 @@ def configuration(
                 measured(raw, label, n, fanout(agora, jobs, label, paced))
         caught = uvloop.run(catchup(agora, direct_id, args))
     say(
-        f"{name} catch-up of {caught['missed']}: join reply {caught['join_reply_ms']} ms, "
+        f"{name} catch-up of {caught['missed']} x {caught['chars']} chars: streamed in "
+        f"{caught['join_frames']} frames ({caught['join_reply_bytes']} bytes) "
+        f"{caught['join_reply_ms']} ms, "
         f"reconnect + join {caught['reconnect_ms']} ms, REST {caught['rest_requests']} pages "
         f"{caught['rest_pages_ms']} ms ({caught['rest_over_join']}x the join reply); "
         f"stored at {caught['fill_messages_per_s']}/s, "
@@ -328,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         "--paced", type=int, default=100, help="messages of the one-at-a-time row (0: none)"
     )
     parser.add_argument("--catchup", type=int, default=1000, help="missed messages")
+    parser.add_argument(
+        "--catchup-chars", type=int, default=320, help="characters per missed message"
+    )
     parser.add_argument("--reps", type=int, default=5, help="catch-up repetitions")
     parser.add_argument("--clients", type=int, default=2, help="receiving processes")
     parser.add_argument("--idle-wait", type=float, default=10.0)

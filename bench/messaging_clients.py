@@ -154,9 +154,10 @@ async def receivers(job: dict[str, Any], sync: dict[str, Any]) -> dict[str, Any]
 
 
 async def send_all(
-    device: PhoenixSocket, topic: str, client_ids: list[str], window: int
+    device: PhoenixSocket, topic: str, client_ids: list[str], window: int, fill: str = FILL
 ) -> tuple[int, list[Any]]:
-    """Send one message per client id, `window` un-acked at most: (acks, error replies)."""
+    """Send one message per client id, `window` un-acked at most: (acks, error replies);
+    each text is a send timestamp and `fill`."""
     slots = asyncio.Semaphore(window)
     pending: set[str] = set()
     acks = [0]
@@ -179,7 +180,7 @@ async def send_all(
         await slots.acquire()
         if errors:  # a refusal (429, 422) ends the row: the figures would mean nothing
             break
-        text = f"{time.time():.6f} {FILL}"
+        text = f"{time.time():.6f} {fill}"
         ref = await device.push(topic, "message:send", {"client_id": client_id, "text": text})
         pending.add(ref)
     if errors:
@@ -232,10 +233,37 @@ def check_sequence(messages: list[dict[str, Any]], after: int, count: int, how: 
         raise RuntimeError(f"{how}: expected seq {after + 1}..{after + count}, got {len(seqs)}")
 
 
+async def streamed_catchup(
+    device: PhoenixSocket, topic: str, last_seq: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], int, int]:
+    """Join `topic` asking for the stream (docs/messaging.md §3.4): the reply's catch-up,
+    every message (reply and `sync:batch` pushes, up to `sync:done`), bytes and frames."""
+    ref = await device.push(topic, "phx_join", {"last_seq": last_seq, "stream": True})
+    body: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = []
+    size = frames = 0
+    while True:
+        raw = await device.ws.recv()
+        frame = orjson.loads(raw)
+        event = frame.get("event")
+        if event == "phx_reply" and frame.get("ref") == ref:
+            body = catchup_of(ok_response(frame, f"phx_join {topic}"))
+            messages += body["messages"]
+        elif event == "sync:batch" and frame.get("topic") == topic:
+            messages += frame["payload"]["messages"]
+        elif event != "sync:done":
+            continue
+        size += len(raw)
+        frames += 1
+        if body is not None and (event == "sync:done" or "streamed" not in body):
+            return body, messages, size, frames
+
+
 async def catchup_socket(
     spec: dict[str, Any], token: str, conversation_id: str, last_seq: int, count: int, reps: int
 ) -> list[dict[str, float]]:
-    """A device reconnects (ticket, socket, welcome) and joins with its last seq."""
+    """A device reconnects (ticket, socket, welcome) and joins with its last seq, asking
+    for the catch-up to be streamed; timed to its last message."""
     topic = f"conversation:{conversation_id}"
     rows: list[dict[str, float]] = []
     async with httpx.AsyncClient(timeout=30) as http:
@@ -243,16 +271,19 @@ async def catchup_socket(
             began = time.perf_counter()
             device = await open_device(http, spec, token)
             joining = time.perf_counter()
-            response = await device.call(topic, "phx_join", {"last_seq": last_seq})
+            body, messages, size, frames = await streamed_catchup(device, topic, last_seq)
             ended = time.perf_counter()
             device.abort()
-            body = catchup_of(response)
             if not body["recovered"]:
                 raise RuntimeError(f"catch-up of {count} not recovered: {body.get('hint')}")
-            check_sequence(body["messages"], last_seq, count, "join reply")
-            size = len(orjson.dumps(body))
+            check_sequence(messages, last_seq, count, "streamed catch-up")
             rows.append(
-                {"join_s": ended - joining, "reconnect_s": ended - began, "reply_bytes": size}
+                {
+                    "join_s": ended - joining,
+                    "reconnect_s": ended - began,
+                    "reply_bytes": size,
+                    "frames": frames,
+                }
             )
     return rows
 

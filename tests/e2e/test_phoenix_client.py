@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "js" / "phoenix_client.mjs"
 STALE_SECONDS = 10
+MISSED, MISSED_CHARS = 1000, 1000
 
 
 @dataclass
@@ -181,6 +182,28 @@ def test_reconnect_with_fresh_tickets_catches_up_exactly(
     assert result["recovered"] is True
     assert result["caught_up"] == [2, 3, 4]  # exactly what was missed
     assert result["seqs"] == [1, 2, 3, 4, 5]
+
+
+def test_a_thousand_long_missed_messages_stream_to_phoenix_js(
+    server: Server, http: httpx.Client
+) -> None:
+    """1,000 messages of 1,000 characters (over a megabyte: more than the outbound queue
+    holds, so more than one join reply could) reach phoenix.js in order (issue 13)."""
+    alice, bob = new_user(http), new_user(http)
+    conversation_id = direct(http, alice, bob)
+    for n in range(MISSED):
+        sent = http.post(
+            f"/api/v1/conversations/{conversation_id}/messages",
+            json={"client_id": f"s-{n}", "text": f"{n:05d} " + "y" * (MISSED_CHARS - 6)},
+            headers={"Authorization": f"Bearer {bob.token}"},
+        )
+        assert sent.status_code == 201, sent.text
+    result = run_scenario("stream", config(server, alice, conversation_id=conversation_id), 120)
+    assert result["recovered"] is True and result["streamed"] == MISSED
+    assert result["in_reply"] == 0 and result["batches"] > 1
+    assert result["done"]["streamed"] == MISSED and result["done"]["last_seq"] == MISSED
+    assert result["events_after_batches"] == ["sync:done", "message:new"]
+    assert result["seqs"] == list(range(1, MISSED + 2))
 
 
 def test_a_stale_ticket_client_backs_off_and_never_locks_its_address_out(

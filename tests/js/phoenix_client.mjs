@@ -249,6 +249,42 @@ async function reconnect() {
   }
 }
 
+// Alice was away while Bob sent `config.missed` long messages: her `user:` channel joins
+// with `stream: true` and her cursor; the reply says how many follow, `sync:batch` pushes
+// bring them in order, `sync:done` ends them, and a live message comes after.
+async function stream() {
+  const [alice] = config.users
+  const conversationId = config.conversation_id
+  const socket = await connect(alice)
+  const events = []
+  const seqs = []
+  const keep = (message) => { seqs.push(message.seq) }
+  const channel = socket.channel(`user:${alice.id}`, () => ({
+    stream: true,
+    conversations: { [conversationId]: { last_seq: 0 } },
+  }))
+  let done = null
+  channel.on("sync:batch", (batch) => { events.push("sync:batch"); batch.messages.forEach(keep) })
+  channel.on("sync:done", (marker) => { events.push("sync:done"); done = marker })
+  channel.on("message:new", (message) => { events.push("message:new"); keep(message) })
+  const reply = await join(channel)
+  const catchUp = reply.conversations[conversationId]
+  catchUp.messages.forEach(keep)
+  await waitFor("sync:done", () => done !== null, 60000)
+  await rest(alice, "POST", `/api/v1/conversations/${conversationId}/messages`, { client_id: "live-1", text: "live" })
+  await waitFor("the live push", () => events.includes("message:new"))
+  socket.disconnect()
+  return {
+    recovered: catchUp.recovered,
+    streamed: catchUp.streamed,
+    in_reply: catchUp.messages.length,
+    done,
+    batches: events.filter((e) => e === "sync:batch").length,
+    events_after_batches: events.filter((e) => e !== "sync:batch"),
+    seqs,
+  }
+}
+
 // A client stuck with a spent ticket: phoenix.js retries with its own backoff; count its
 // connection attempts over 10 s, then a fresh ticket from the same address must connect.
 async function stale() {
@@ -276,7 +312,7 @@ async function stale() {
   return { attempts, errors, fresh_connected: true }
 }
 
-const scenarios = { chat, presence, reconnect, stale }
+const scenarios = { chat, presence, reconnect, stream, stale }
 const scenario = scenarios[process.argv[2]]
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}`)

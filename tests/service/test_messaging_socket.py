@@ -5,6 +5,7 @@ catch-up on reconnect, removed members."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from agora.realtime.connection import Connection
 from tests.service.messaging_sockets import (
     direct,
     error_of,
@@ -114,6 +116,23 @@ async def test_refused_handshakes_never_lock_out_the_next_valid_ticket(tmp_path:
         spared = await alice.ticket()
         assert (await handshake_refusal(f"{url}?token={spared}"))[0] == 429
         assert await server.audit_events("messaging.rate_limited")
+
+
+async def test_an_open_socket_keeps_no_copy_of_its_handshake(server: Server) -> None:
+    """Per idle socket (issue 13: memory), the server keeps neither the handshake's
+    headers nor its query with the ticket, parsed or not, once the socket is open."""
+    alice = await server.user()
+    device = await open_device(alice)
+    opened = [
+        o
+        for o in gc.get_objects()
+        if issubclass(type(o), Connection) and o.user_id == alice.user_id
+    ]
+    assert len(opened) == 1
+    ws = opened[0].ws
+    assert ws.scope["headers"] == [] and ws.scope["query_string"] == b""
+    assert "_query_params" not in vars(ws)  # Starlette's cache of `query_params`
+    await device.close()
 
 
 # --- frames and replies ------------------------------------------------------------------------

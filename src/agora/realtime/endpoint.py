@@ -31,6 +31,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -60,6 +61,13 @@ INTERNAL_ERROR = "Internal error"
 
 # The HTTP status of a refusal at the handshake; any other refusal is 403, as Phoenix's.
 HANDSHAKE_STATUS = {TOO_MANY_CONNECTIONS.code: 429, TRY_AGAIN_LATER.code: 503}
+
+
+def query_param(ws: WebSocket, name: str) -> str | None:
+    """A query parameter of the handshake. Not `ws.query_params`, which keeps the parsed
+    query (the ticket's text included) on the WebSocket for the socket's life: about
+    1.7 KB per idle socket (issue 13)."""
+    return QueryParams(ws.scope.get("query_string", b"")).get(name)
 
 
 class Refused(Exception):
@@ -137,7 +145,7 @@ class SocketEndpoint:
             await self._refuse(ws, refused.close)
             return
         try:
-            ticket = await self.tickets.redeem(ws.query_params.get("token"))
+            ticket = await self.tickets.redeem(query_param(ws, "token"))
         except TicketRefused as refused:
             reused = refused.reason == "reused"
             await self.audit.record(
@@ -159,6 +167,10 @@ class SocketEndpoint:
         if self.refuse_at_handshake:
             await ws.accept()
         ws.scope[SCOPE_USER_ID] = ticket.user_id  # for the access log
+        # The scope lives as long as the socket; nothing reads its headers or query (the
+        # ticket) once the ticket is redeemed: about 1.5 KB per idle socket (issue 13).
+        ws.scope["headers"] = []
+        ws.scope["query_string"] = b""
         conn = self.connection_class(
             ws,
             user_id=ticket.user_id,

@@ -47,7 +47,11 @@ export class Live {
     this.socket.onOpen(() => this.setState("online", true))
     this.socket.onError(() => this.setState(navigator.onLine ? "reconnecting" : "offline", true))
     this.socket.onClose(() => this.setState(navigator.onLine ? "reconnecting" : "offline", true))
-    this.userChannel = this.socket.channel(`user:${me}`, () => ({ conversations: this.cursors }))
+    this.userChannel = this.socket.channel(`user:${me}`, () => ({ conversations: this.cursors, stream: true }))
+    // Catch-ups too large for the join reply follow it (docs/messaging.md §3.4).
+    this.userChannel.on("sync:batch", (batch: { messages: Message[] }) => {
+      for (const message of batch.messages) this.apply(message, false)
+    })
     this.userChannel.on("message:new", (message: Message) => this.apply(message, true))
     this.userChannel.on("message:updated", (message: Message) => this.apply(message, false))
     this.userChannel.on("message:deleted", (message: Message) => this.apply(message, false))

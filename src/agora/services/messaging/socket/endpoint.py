@@ -32,7 +32,7 @@ from agora.ports.presence import PresenceUnavailable
 from agora.ports.pubsub import PubSubUnavailable
 from agora.realtime.codes import CloseReason
 from agora.realtime.connection import Connection
-from agora.realtime.endpoint import Refused, SocketEndpoint
+from agora.realtime.endpoint import Refused, SocketEndpoint, query_param
 from agora.realtime.rooms import Rooms
 from agora.services.messaging import validation
 from agora.services.messaging.domain import Actor
@@ -133,7 +133,7 @@ class MessagingSocket(SocketEndpoint):
 
     def negotiate(self, ws: WebSocket) -> dict[str, Any]:
         try:
-            return {"vsn": version_of(ws.query_params.get("vsn"))}
+            return {"vsn": version_of(query_param(ws, "vsn"))}
         except UnsupportedVersion:
             raise Refused(UNSUPPORTED_VSN, "unsupported_vsn") from None
 
@@ -191,18 +191,22 @@ class MessagingSocket(SocketEndpoint):
     async def _join_user(self, conn: Connection, request: Request) -> None:
         actor = Actor(conn.user_id, conn.ip)
         cursors = self.sync.cursors(request.payload)
-        self.fanout.join(conn, hold=True)  # pushes from now on wait behind the reply
+        stream = self.sync.wants_stream(request.payload)
+        self.fanout.join(conn, hold=True)  # pushes from now on wait behind the catch-up
         try:
-            response = await self.sync.user_catch_up(actor, cursors)
+            answer = await self.sync.user_catch_up(actor, cursors, stream=stream)
             online = await self.presence.watch(conn, await self.sync.contacts(actor))
         except BaseException:
             self.fanout.leave(conn)
             raise
         socket = phoenix(conn)
         socket.join_refs[request.topic] = request.join_ref  # its pushes carry it from now on
-        socket.answer(ok(request, response), request.join_ref)
+        socket.answer(ok(request, answer.reply), request.join_ref)
         conn.send(presence_state(request.topic, online))
-        self.fanout.release(conn)
+        try:
+            await self.sync.stream(conn, request.topic, answer)
+        finally:
+            self.fanout.release(conn)
         self._user_joins.inc()
 
     # --- conversation:<id> -------------------------------------------------------------------
@@ -230,6 +234,7 @@ class MessagingSocket(SocketEndpoint):
     ) -> None:
         actor = Actor(conn.user_id, conn.ip)
         cursor = self.sync.cursor(request.payload)
+        stream = self.sync.wants_stream(request.payload)
         try:
             summary = await self.service.get_conversation(actor, conversation_id)
         except NotFound:
@@ -244,16 +249,19 @@ class MessagingSocket(SocketEndpoint):
         joined = await self.rooms.join(topic, conn, hold=True)
         try:
             online = await self.room_presence.join(topic, conn, summary.conversation.members)
-            catchup = await self.sync.conversation_catch_up(actor, summary, cursor)
+            answer = await self.sync.conversation_catch_up(actor, summary, cursor, stream=stream)
         except BaseException:
             if joined:
                 await self._leave_conversation(conn, topic)
             raise
         socket = phoenix(conn)
         socket.join_refs[topic] = request.join_ref  # its pushes carry it from now on
-        socket.answer(ok(request, catchup.to_json()), request.join_ref)
+        socket.answer(ok(request, answer.reply), request.join_ref)
         conn.send(presence_state(topic, online))
-        self.rooms.release(topic, conn)
+        try:
+            await self.sync.stream(conn, topic, answer)
+        finally:
+            self.rooms.release(topic, conn)
         self._conversation_joins.inc()
 
     async def _leave_conversation(self, conn: Connection, topic: str) -> None:
