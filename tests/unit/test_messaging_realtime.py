@@ -5,7 +5,7 @@ events to joined devices, presence scopes and per-watcher presence frames."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -339,3 +339,50 @@ async def test_user_presence_frames_are_built_per_watching_user(router: ChannelR
         for who in ("w", "w", "v")
     ]
     await tracker.stop()
+
+
+class RecordingPubSub(MemoryPubSub):
+    """The embedded pub/sub, keeping the channel of every message published on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[str] = []
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        self.published.append(channel)
+        await super().publish(channel, message)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self.published.extend(channel for channel, _ in messages)
+        await super().publish_many(messages)
+
+
+async def test_a_publish_is_one_pubsub_message_whatever_the_members() -> None:
+    """Each instance reads the one message and builds each local member's frame."""
+    pubsub = RecordingPubSub()
+    router = ChannelRouter(pubsub)
+    hub = Hub(router, "t:messaging:user:")
+    tracker = PresenceTracker(
+        MemoryPresence(), router, hub, channel_prefix="t:presence:", ttl=5, recheck_interval=60
+    )
+    fanout = MessagingFanout(hub, tracker)
+    await fanout.start()
+    await router.start()
+    members = [await connection(Socket(), user_id) for user_id in ("a", "b", "c", "c")]
+    for conn in members:
+        await hub.add(conn)
+        fanout.join(conn)
+    await fanout.publish(["a", "b", "c", "elsewhere"], "message:new", {"seq": 1})
+    await settle()
+    assert pubsub.published == ["t:messaging:user:*"]
+    assert [frames(conn) for conn in members] == [
+        [{"topic": f"user:{user}", "event": "message:new", "payload": {"seq": 1}, "ref": None}]
+        for user in ("a", "b", "c", "c")
+    ]
+    # A frame published on one user's channel (as earlier versions do) still reaches them.
+    frame = b'{"topic":"user:b","event":"e","payload":{},"ref":null}'
+    await pubsub.publish(hub.channel("b"), frame)
+    await settle()
+    assert [len(frames(conn)) for conn in members] == [0, 1, 0, 0]
+    await fanout.stop()
+    await pubsub.close()

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from agora.realtime.codes import SLOW_CONSUMER
+from agora.services.messaging.socket import serializer
 from agora.services.messaging.socket.protocol import (
     BadFrame,
     ok,
@@ -22,6 +23,7 @@ from agora.services.messaging.socket.serializer import (
     PhoenixConnection,
     UnsupportedVersion,
     parse_v2,
+    to_v2,
     version_of,
 )
 from tests.unit.realtime_fakes import Socket, sent
@@ -152,3 +154,41 @@ def test_presence_is_in_phoenix_presences_shape() -> None:
         "joins": {"43": {"metas": [{"phx_ref": "43"}]}},
         "leaves": {"44": {"metas": [{"phx_ref": "44"}]}},
     }
+
+
+PUSH_PAYLOADS = [
+    {"body": 'a "quoted", \\ back\\slash,"event":"x","payload":{}', "seq": 7},
+    {"body": "héllo ✓ \u2028 \x01", "n": [1.5, -2, None, True], "nested": {"ref": None}},
+    {},
+]
+
+
+@pytest.mark.parametrize("payload", PUSH_PAYLOADS)
+@pytest.mark.parametrize("topic", ["user:42", "user:a\\b", 'user:"q"', "user:é"])
+@pytest.mark.parametrize("join_ref", ["3", 12, None, "a b", 'x"y'])
+def test_a_push_in_2_0_0_is_byte_for_byte_the_re_serialized_frame(
+    payload: dict[str, object], topic: str, join_ref: str | int | None
+) -> None:
+    frame = push_serialized(topic, "message:new", orjson.dumps(payload).decode())
+    fields = orjson.loads(frame)
+    expected = orjson.dumps([join_ref, None, topic, fields["event"], fields["payload"]]).decode()
+    assert to_v2(frame, join_ref) == expected
+
+
+def test_a_fan_out_push_is_cut_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The payload of a push is never read again on its way to a 2.0.0 device."""
+    frame = push_serialized("user:42", "message:new", orjson.dumps({"body": "hi"}).decode())
+
+    def no_parsing(text: str) -> object:
+        raise AssertionError(f"parsed {text}")
+
+    monkeypatch.setattr(serializer.orjson, "loads", no_parsing)
+    assert to_v2(frame, "5") == '["5",null,"user:42","message:new",{"body":"hi"}]'
+
+
+@pytest.mark.parametrize("topic", ["user:42", "user:a\\b", 'user:"q"', "user:é"])
+async def test_a_cut_push_finds_its_topics_join_ref(topic: str) -> None:
+    conn = await phoenix_connection(V2)
+    conn.join_refs[topic] = "7"
+    conn.send(push_serialized(topic, "message:new", '{"seq":1}'))
+    assert sent(conn) == [["7", None, topic, "message:new", {"seq": 1}]]

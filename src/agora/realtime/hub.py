@@ -62,12 +62,6 @@ class Hub:
             raise PubSubUnavailable("this instance's subscription is reconnecting")
         await self.router.pubsub.publish(self.channel(user_id), frame.encode())
 
-    async def deliver_many(self, frames: Iterable[tuple[str, str]]) -> None:
-        """`deliver` for each (user id, frame), in one pub/sub round trip."""
-        await self.router.pubsub.publish_many(
-            [(self.channel(user_id), frame.encode()) for user_id, frame in frames]
-        )
-
     def _on_message(self, channel: str, message: bytes) -> None:
         devices = self.devices.get(channel[len(self.prefix) :])
         if not devices:

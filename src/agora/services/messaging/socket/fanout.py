@@ -3,10 +3,14 @@
 `MessagingService` calls `publish(members, "message:new", message_json)` after a commit;
 every socket device of each member that joined its `user:<id>` topic receives
 `{"topic": "user:<id>", "event": ..., "payload": ..., "ref": null}`, on whichever
-instance it is connected to. The payload is serialized once per publish; each user's
-frame is that text inside its topic's envelope, and travels as is on the user's
-pub/sub channel (`realtime.Hub`, `<key_prefix>messaging:user:<id>`), to be queued
-unchanged on the user's devices.
+instance it is connected to. The payload is serialized once per publish, and published
+once, whatever the number of members: `[event, [user ids]]`, a newline, the payload, on
+the channel every messaging instance listens to (`<key_prefix>messaging:user:*`,
+subscribed from `start` to `stop`). Each instance reads that message once and wraps the
+payload in the envelope of each member that has a joined device there (before: one
+message per member, on the member's own channel, which every instance with a device of
+that member parsed: 50 `PUBLISH`es and 50 reads for a 50-member group). The cost moved
+is the other way round: every instance reads every message, members or not.
 
 Delivery is live only: the durable path is the database, and a device that was away
 catches up on join (`MessagingService.catch_up`). A pub/sub outage is logged, never
@@ -36,6 +40,8 @@ CONVERSATION_UPDATED = "conversation:updated"
 # How a conversation:updated frame starts its event field (push_serialized's layout),
 # so the frames of every other event are passed on without being parsed.
 _UPDATED_MARK = '"event":"conversation:updated"'
+# The hub channel suffix of the one message per publish (a user id is never "*").
+EVERYONE = "*"
 
 
 def user_topic(user_id: str) -> str:
@@ -73,21 +79,22 @@ class MessagingFanout:
 
     async def start(self) -> None:
         self.hub.router.route(self.hub.prefix, self._on_message)
+        await self.hub.router.subscribe(self.hub.channel(EVERYONE))
 
     async def stop(self) -> None:
         self.hub.router.unroute(self.hub.prefix, self._on_message)
+        await self.hub.router.unsubscribe(self.hub.channel(EVERYONE))
         for task in tuple(self._follows):
             task.cancel()
 
     # --- the port --------------------------------------------------------------------------
 
     async def publish(self, user_ids: Iterable[str], event: str, payload: dict[str, Any]) -> None:
-        body = orjson.dumps(payload).decode()
         users = list(dict.fromkeys(user_ids))
+        # orjson writes no raw newline: the first one ends the header.
+        message = orjson.dumps([event, users]) + b"\n" + orjson.dumps(payload)
         try:
-            await self.hub.deliver_many(
-                (user, push_serialized(user_topic(user), event, body)) for user in users
-            )
+            await self.hub.router.pubsub.publish(self.hub.channel(EVERYONE), message)
         except Exception:  # stored already: the devices catch up on their next join
             log.warning("%s not pushed to %d users", event, len(users), exc_info=True)
         if event == CONVERSATION_UPDATED and self.rooms is not None:
@@ -132,12 +139,30 @@ class MessagingFanout:
         self._held.pop(conn, None)
 
     def _on_message(self, channel: str, message: bytes) -> None:
-        devices = [
-            conn for conn in self.hub.local(channel[len(self.hub.prefix) :]) if conn in self.joined
-        ]
-        if not devices:
+        user = channel[len(self.hub.prefix) :]
+        if user != EVERYONE:  # one user's frame, as earlier versions publish (rolling deploys)
+            devices = self._joined_devices(user)
+            if devices:
+                self._queue(devices, message.decode())
             return
-        frame = message.decode()
+        head, _, body = message.partition(b"\n")
+        try:
+            event, users = orjson.loads(head)
+            payload = body.decode()
+        except (orjson.JSONDecodeError, ValueError, TypeError, UnicodeDecodeError):
+            log.warning("unreadable fan-out message on %s", channel)
+            return
+        for user in users:
+            if not isinstance(user, str):
+                continue
+            devices = self._joined_devices(user)
+            if devices:
+                self._queue(devices, push_serialized(user_topic(user), event, payload))
+
+    def _joined_devices(self, user: str) -> list[Connection]:
+        return [conn for conn in self.hub.devices.get(user, ()) if conn in self.joined]
+
+    def _queue(self, devices: list[Connection], frame: str) -> None:
         DELIVERIES_PUSHED.inc(len(devices))
         for conn in devices:
             held = self._held.get(conn)

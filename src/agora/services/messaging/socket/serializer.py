@@ -11,8 +11,9 @@ join_ref of the request they answer, pushes the join_ref of the topic's current 
 (phoenix.js drops a push whose join_ref is not its channel's: it is from an earlier
 join). As in Phoenix, 1.0.0 frames never carry a join_ref.
 
-A frame the fan-out serialized once is parsed once for all the 2.0.0 devices it is
-queued on (`_parsed` remembers the last one): only the join_ref differs between them.
+A frame the fan-out serialized once is re-encoded once for all the 2.0.0 devices it is
+queued on (`_parsed` remembers the last one): only the join_ref differs between them. A
+push is cut at its keys rather than parsed (`_push_tail`): the payload is never read.
 """
 
 from __future__ import annotations
@@ -63,30 +64,73 @@ def parse_v2(text: str) -> Request:
     return request_of(topic, event, payload, ref, join_ref)
 
 
-_parsed: tuple[str, dict[str, Any], bytes] | None = None  # the last frame re-encoded
+_parsed: tuple[str, str, str] | None = None  # the last frame re-encoded
+
+# A push as `push_serialized` lays it out: {"topic":"...","event":"...","payload":...,"ref":null}
+_PUSH_HEAD, _EVENT_KEY = '{"topic":"', '","event":"'
+_PAYLOAD_KEY, _PUSH_END = ',"payload":', ',"ref":null}'
 
 
-def _tail(frame: str) -> tuple[dict[str, Any], bytes]:
-    """A 1.0.0 frame as its fields, and `ref, topic, event, payload]` serialized."""
+def _push_tail(frame: str) -> tuple[str, str] | None:
+    """A push laid out as `push_serialized` (and orjson) writes it, cut into its topic
+    and `null,topic,event,payload]` without reading the payload; None for any other
+    frame, which is parsed instead. Topic and event must have no quote or backslash
+    (each ends at the first quote), and be followed by the next key: then the cut is the
+    frame's own text, byte for byte what re-serializing its parsed fields would give."""
+    if not (frame.startswith(_PUSH_HEAD) and frame.endswith(_PUSH_END)):
+        return None
+    topic_end = frame.find('"', len(_PUSH_HEAD))
+    if topic_end < 0 or not frame.startswith(_EVENT_KEY, topic_end):
+        return None
+    event_start = topic_end + len(_EVENT_KEY)
+    event_end = frame.find('"', event_start)
+    if event_end < 0 or not frame.startswith(_PAYLOAD_KEY, event_end + 1):
+        return None
+    topic, event = frame[len(_PUSH_HEAD) : topic_end], frame[event_start:event_end]
+    if "\\" in topic or "\\" in event:
+        return None
+    payload_json = frame[event_end + 1 + len(_PAYLOAD_KEY) : -len(_PUSH_END)]
+    return topic, f'null,"{topic}","{event}",{payload_json}]'
+
+
+def _tail(frame: str) -> tuple[str, str]:
+    """A 1.0.0 frame's topic, and its `ref, topic, event, payload]` serialized.
+
+    A fan-out frame is the same text for every device of its user (and a message's
+    frames differ only in their topic): it is cut, not parsed, and remembered for the
+    next device (`_parsed`)."""
     global _parsed
     if _parsed is not None and _parsed[0] is frame:
         return _parsed[1], _parsed[2]
-    fields = orjson.loads(frame)
-    if "topic" not in fields:  # the endpoint's `{"type": "error", "message"}`
-        fields = {
-            "topic": SYSTEM_TOPIC,
-            "event": "error",
-            "payload": {"message": fields.get("message")},
-            "ref": None,
-        }
-    body = orjson.dumps([fields["ref"], fields["topic"], fields["event"], fields["payload"]])
-    _parsed = (frame, fields, body[1:])
-    return fields, body[1:]
+    push = _push_tail(frame)
+    if push is not None:
+        topic, tail = push
+    else:
+        fields = orjson.loads(frame)
+        if "topic" not in fields:  # the endpoint's `{"type": "error", "message"}`
+            fields = {
+                "topic": SYSTEM_TOPIC,
+                "event": "error",
+                "payload": {"message": fields.get("message")},
+                "ref": None,
+            }
+        topic = fields["topic"]
+        body = orjson.dumps([fields["ref"], topic, fields["event"], fields["payload"]])
+        tail = body[1:].decode()
+    _parsed = (frame, topic, tail)
+    return topic, tail
+
+
+def _join_ref_json(join_ref: Ref) -> str:
+    if join_ref is None:
+        return "null"
+    if isinstance(join_ref, str) and join_ref.isalnum() and join_ref.isascii():
+        return f'"{join_ref}"'  # what orjson writes for it, without the call
+    return orjson.dumps(join_ref).decode()
 
 
 def to_v2(frame: str, join_ref: Ref) -> str:
-    _, tail = _tail(frame)
-    return f"[{orjson.dumps(join_ref).decode()},{tail.decode()}"
+    return f"[{_join_ref_json(join_ref)},{_tail(frame)[1]}"
 
 
 class PhoenixConnection(Connection):
@@ -108,8 +152,8 @@ class PhoenixConnection(Connection):
 
     def send(self, frame: str) -> bool:
         if self.v2:
-            fields, _ = _tail(frame)
-            frame = to_v2(frame, self.join_refs.get(fields["topic"]))
+            topic, tail = _tail(frame)
+            frame = f"[{_join_ref_json(self.join_refs.get(topic))},{tail}"
         return super().send(frame)
 
     def answer(self, frame: str, join_ref: Ref) -> bool:
