@@ -43,11 +43,10 @@ from bench.social_bench import (
     agora_server,
     baseline_server,
     client_processes,
+    idle_memory,
     idle_row,
     loadavg,
     raise_nofile,
-    results_of,
-    rss_kib,
     run_client_job,
     split,
     ticket,
@@ -156,32 +155,9 @@ def agora_row(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         {"role": "idle", "target": spec, "users": part, "ids": target.user_ids}
         for part in split(users, args.clients)
     ]
-    with client_processes(jobs, client_main, ("ready", "go", "release"), context=CTX) as sync:
-        sync["ready"].wait(600)
-        time.sleep(1.0)
-        before = rss_kib(target.pid)
-        sync["go"].wait(30)
-        opened = [sync["out"].get(timeout=900) for _ in jobs]
-        time.sleep(args.settle)
-        after = rss_kib(target.pid)
-        count = sum(r.get("opened", 0) for r in opened)
-        sync["release"].wait(120)
-        results_of(sync, len(jobs), 120)
-    errors: dict[str, int] = {}
-    for r in opened:
-        for name, n in r.get("errors", {}).items():
-            errors[name] = errors.get(name, 0) + n
-    return {
-        "sockets": count,
-        "asked": args.idle,
-        "errors": errors,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "kib_per_socket": round((after - before) / count, 2) if count else None,
-        "open_seconds": round(max(r.get("seconds", 0) for r in opened), 1),
-        "settle_seconds": args.settle,
-        "loadavg": loadavg(),
-    }
+    processes = client_processes(jobs, client_main, ("ready", "go", "release"), context=CTX)
+    measured = idle_memory(target.pid, jobs, processes, args.settle)
+    return {**measured, "asked": args.idle, "settle_seconds": args.settle}
 
 
 def ring(target: Target) -> None:

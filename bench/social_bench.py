@@ -692,38 +692,48 @@ def fanout_row(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def idle_row(target: Target, args: argparse.Namespace, deflate: bool) -> dict[str, Any]:
-    users = [i % IDLE_USERS for i in range(args.idle)]
-    jobs = [
-        {"role": "idle", "target": target.spec(), "users": part, "deflate": deflate}
-        for part in split(users, args.clients)
-    ]
-    with clients(jobs) as sync:
+def idle_memory(
+    pid: int,
+    jobs: list[dict[str, Any]],
+    processes: contextlib.AbstractContextManager[dict[str, Any]],
+    settle: float,
+) -> dict[str, Any]:
+    """The server's RSS before and after the client `processes` open the idle sockets of
+    `jobs` (and `settle` seconds of quiet): KiB per socket, errors by kind."""
+    with processes as sync:
         sync["ready"].wait(600)
         time.sleep(1.0)
-        before = rss_kib(target.pid)
+        before = rss_kib(pid)
         sync["go"].wait(30)
-        opened = [sync["out"].get(timeout=600) for _ in jobs]
-        time.sleep(args.settle)
-        after = rss_kib(target.pid)
+        opened = [sync["out"].get(timeout=900) for _ in jobs]
+        time.sleep(settle)
+        after = rss_kib(pid)
         count = sum(r.get("opened", 0) for r in opened)
-        sync["release"].wait(60)
-        results_of(sync, len(jobs), 60)
+        sync["release"].wait(120)
+        results_of(sync, len(jobs), 120)
     errors: dict[str, int] = {}
     for r in opened:
         for name, n in r.get("errors", {}).items():
             errors[name] = errors.get(name, 0) + n
     return {
         "sockets": count,
-        "asked": args.idle,
         "errors": errors,
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_socket": round((after - before) / count, 2) if count else None,
         "open_seconds": round(max(r.get("seconds", 0) for r in opened), 1),
-        "deflate": deflate,
         "loadavg": loadavg(),
     }
+
+
+def idle_row(target: Target, args: argparse.Namespace, deflate: bool) -> dict[str, Any]:
+    users = [i % IDLE_USERS for i in range(args.idle)]
+    jobs = [
+        {"role": "idle", "target": target.spec(), "users": part, "deflate": deflate}
+        for part in split(users, args.clients)
+    ]
+    measured = idle_memory(target.pid, jobs, clients(jobs), args.settle)
+    return {**measured, "asked": args.idle, "deflate": deflate}
 
 
 # --- the run -------------------------------------------------------------------------------
