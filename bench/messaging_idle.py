@@ -49,7 +49,7 @@ from bench.social_bench import (
     raise_nofile,
     run_client_job,
     split,
-    ticket,
+    tickets_for,
     wait_at,
 )
 
@@ -99,15 +99,7 @@ async def heartbeats(sockets: list[ClientConnection], stop: asyncio.Event) -> No
 async def idle_job(job: dict[str, Any], sync: dict[str, Any]) -> dict[str, Any]:
     """Tickets first, then (after the parent's RSS reading) every socket, left idle."""
     spec, users = job["target"], job["users"]
-    tickets: list[str] = [""] * len(users)
-    slots = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(timeout=60) as http:
-
-        async def fetch(index: int) -> None:
-            async with slots:
-                tickets[index] = await ticket(http, spec, users[index])
-
-        await asyncio.gather(*(fetch(i) for i in range(len(users))))
+    tickets = await tickets_for(spec, users)
     await wait_at(sync["ready"])
     await wait_at(sync["go"])
     started = time.time()

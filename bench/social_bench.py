@@ -312,6 +312,20 @@ async def ticket(http: httpx.AsyncClient, spec: dict[str, Any], user: int) -> st
     return str(response.json()["token"])
 
 
+async def tickets_for(spec: dict[str, Any], users: list[int]) -> list[str]:
+    """A fresh ticket for each of `users`, 16 requests at a time."""
+    tickets = [""] * len(users)
+    limit = asyncio.Semaphore(16)
+    async with httpx.AsyncClient(timeout=60) as http:
+
+        async def fetch(index: int) -> None:
+            async with limit:
+                tickets[index] = await ticket(http, spec, users[index])
+
+        await asyncio.gather(*(fetch(i) for i in range(len(users))))
+    return tickets
+
+
 async def open_peer(
     spec: dict[str, Any], user: int, token: str | None = None, deflate: bool = False
 ) -> Peer:
@@ -465,17 +479,10 @@ async def idle_job(job: dict[str, Any], sync: dict[str, Any]) -> dict[str, Any]:
     """Tickets first, then (after the parent's RSS reading) every socket, left open."""
     spec, users, deflate = job["target"], job["users"], job["deflate"]
     warm = await open_peers(spec, users[:1], deflate)  # not counted: first-socket costs
-    tokens: list[str | None] = [None] * len(users)
     errors: dict[str, int] = {}
+    tokens: list[str | None] = [None] * len(users)
     if spec["kind"] == "agora":
-        limit = asyncio.Semaphore(16)
-        async with httpx.AsyncClient(timeout=60) as http:
-
-            async def fetch(index: int) -> None:
-                async with limit:
-                    tokens[index] = await ticket(http, spec, users[index])
-
-            await asyncio.gather(*(fetch(i) for i in range(len(users))))
+        tokens = list(await tickets_for(spec, users))
     await wait_at(sync["ready"])
     await wait_at(sync["go"])
     started = time.time()
