@@ -13,14 +13,11 @@ import pytest
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from agora.core.audit import Audit
-from agora.db.migrate import upgrade
-from agora.runtime.backends import build_backends
 from agora.security.tokens import Identity
-from agora.web.app import build_service_app
 from agora.web.guard import CurrentUser, token_required
 from agora.web.service_app import ServiceApp
-from tests.support.settings import TEST_SECRET, make_settings
+from tests.support.guarded_app import answers_of, audited_app
+from tests.support.settings import TEST_SECRET
 
 router = APIRouter()
 
@@ -100,27 +97,12 @@ def audit_events() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def app(tmp_path: Path, audit_events: list[dict[str, Any]]) -> ServiceApp:
-    async def sink(entry: dict[str, Any]) -> None:
-        audit_events.append(entry)
-
-    settings = make_settings(tmp_path)
-    upgrade(settings.resolved_database_url)  # revocations are stored
-    return build_service_app(
-        name="guard-test",
-        settings=settings,
-        backends=build_backends(settings),
-        routers=[router],
-        path_prefixes=("/",),
-        audit=Audit("guard-test", sink),
-    )
+    return audited_app(tmp_path, "guard-test", router, audit_events)
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    # The app re-raises unexpected errors after answering (for the server's log);
-    # a client sees only the answer, as it would over the network.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+async def client(app: ServiceApp) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in answers_of(app):
         yield c
 
 

@@ -15,15 +15,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from agora.core.audit import Audit
-from agora.db.migrate import upgrade
-from agora.runtime.backends import build_backends
-from agora.web.app import build_service_app
 from agora.web.csrf import csrf_key, csrf_token_for
 from agora.web.deps import AuditDep
 from agora.web.guard import CurrentUser, GuardedRoute, current_user
 from agora.web.openapi import api_routes, requires_token
 from agora.web.service_app import ServiceApp
-from tests.support.settings import make_settings
+from tests.support.guarded_app import answers_of, audited_app
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -55,25 +52,12 @@ def audit_events() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def app(tmp_path: Path, audit_events: list[dict[str, Any]]) -> ServiceApp:
-    async def sink(entry: dict[str, Any]) -> None:
-        audit_events.append(entry)
-
-    settings = make_settings(tmp_path)
-    upgrade(settings.resolved_database_url)
-    return build_service_app(
-        name="guarded-test",
-        settings=settings,
-        backends=build_backends(settings),
-        routers=[router],
-        path_prefixes=("/",),
-        audit=Audit("guarded-test", sink),
-    )
+    return audited_app(tmp_path, "guarded-test", router, audit_events)
 
 
 @pytest.fixture
 async def client(app: ServiceApp) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async for c in answers_of(app):
         yield c
 
 
