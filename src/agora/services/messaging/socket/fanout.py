@@ -198,7 +198,9 @@ class MessagingFanout:
         if user != EVERYONE:  # one user's frame, as earlier versions publish (rolling deploys)
             devices = self._joined_devices(user)
             if devices:
-                self._queue(devices, message.decode())
+                frame = message.decode()
+                DELIVERIES_PUSHED.inc(len(devices))
+                self._hand_over(devices, frame, _UPDATED_MARK in frame)
             return
         head, _, body = message.partition(b"\n")
         try:
@@ -207,25 +209,31 @@ class MessagingFanout:
         except (orjson.JSONDecodeError, ValueError, TypeError, UnicodeDecodeError):
             log.warning("unreadable fan-out message on %s", channel)
             return
+        updated = event == CONVERSATION_UPDATED
+        pushed = 0
         for user in users:
             if not isinstance(user, str):
                 continue
             devices = self._joined_devices(user)
             if devices:
-                self._queue(devices, push_serialized(user_topic(user), event, payload))
+                pushed += len(devices)
+                self._hand_over(devices, push_serialized(user_topic(user), event, payload), updated)
+        DELIVERIES_PUSHED.inc(pushed)  # once per message, not per member
 
     def _joined_devices(self, user: str) -> list[Connection]:
         return [conn for conn in self.hub.devices.get(user, ()) if conn in self.joined]
 
-    def _queue(self, devices: list[Connection], frame: str) -> None:
-        DELIVERIES_PUSHED.inc(len(devices))
+    def _hand_over(self, devices: list[Connection], frame: str, updated: bool) -> None:
+        """Queue `frame` on `devices` (behind a catch-up when held); `updated`: a
+        conversation:updated, whose new members the devices start following."""
+        held = self._held
         for conn in devices:
-            held = self._held.get(conn)
-            if held is not None:
-                held.add(frame)
+            waiting = held.get(conn) if held else None
+            if waiting is not None:
+                waiting.add(frame)
             else:
                 conn.send(frame)
-        if _UPDATED_MARK in frame:
+        if updated:
             self._follow_new_members(devices, frame)
 
     # --- presence of new contacts ----------------------------------------------------------
