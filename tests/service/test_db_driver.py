@@ -46,7 +46,8 @@ async def test_a_lost_connection_is_invalidated(postgres_url: str) -> None:
         async with db.single_read() as connection:
             pid = (await driver.fetchrow(connection, "SELECT pg_backend_pid() AS pid"))["pid"]
             async with db.single_read() as other:  # another pooled connection
-                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                # Waits (up to 5 s) until the backend is gone.
+                await other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
             with pytest.raises(OperationalError) as lost:
                 await driver.fetchrow(connection, "SELECT 1")
             assert lost.value.connection_invalidated

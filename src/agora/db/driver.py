@@ -31,7 +31,14 @@ async def fetchrow(connection: AsyncConnection, sql: str, *args: Any) -> Record 
     """The first row of `sql` run with `args` on `connection`'s asyncpg connection."""
     import asyncpg
 
-    lost = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+    # The connection is gone or its protocol state is broken (a backend terminated while
+    # idle shows as either, depending on when its FATAL message is read): never reuse it.
+    lost = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+    )
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
