@@ -76,6 +76,17 @@ async def test_online_answers_for_many_users_at_once(presence: Presence) -> None
     assert await presence.online([]) == set()
 
 
+async def test_online_over_many_calls_keeps_the_order(
+    presence: Presence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RedisPresence asks for at most ONLINE_KEYS_PER_CALL users per script call."""
+    monkeypatch.setattr("agora.adapters.presence_redis.ONLINE_KEYS_PER_CALL", 2)
+    users = [f"u{i}" for i in range(7)]
+    for user in users[::3]:
+        await presence.join(user, "device", LONG)
+    assert await presence.online(users) == {"u0", "u3", "u6"}
+
+
 async def test_a_device_not_refreshed_expires(presence: Presence) -> None:
     assert await presence.join("u1", "phone", SHORT) is True
     assert await presence.online(["u1"]) == {"u1"}

@@ -386,3 +386,62 @@ async def test_a_publish_is_one_pubsub_message_whatever_the_members() -> None:
     assert [len(frames(conn)) for conn in members] == [0, 1, 0, 0]
     await fanout.stop()
     await pubsub.close()
+
+
+class SlowPubSub(RecordingPubSub):
+    """Each call waits for `gate`, counting the calls: a Redis round trip in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        await super().publish(channel, message)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        await super().publish_many(messages)
+
+
+async def test_publishes_are_queued_in_order_and_sent_together() -> None:
+    """A publish returns once queued; what queues while one is sent goes out in one call,
+    in order; a conversation:updated waits for its own send; stop sends what is left."""
+    pubsub = SlowPubSub()
+    router = ChannelRouter(pubsub)
+    hub = Hub(router, "t:messaging:user:")
+    tracker = PresenceTracker(
+        MemoryPresence(), router, hub, channel_prefix="t:presence:", ttl=5, recheck_interval=60
+    )
+    fanout = MessagingFanout(hub, tracker)
+    await fanout.start()
+    await router.start()
+    device = await connection(Socket(), "a")
+    await hub.add(device)
+    fanout.join(device)
+    for seq in range(1, 6):  # none of them waits for the pub/sub
+        await asyncio.wait_for(fanout.publish(["a"], "message:new", {"seq": seq}), 1)
+    updated = asyncio.create_task(fanout.publish(["a"], "conversation:updated", {"id": "c"}))
+    await asyncio.sleep(0.02)
+    assert not updated.done()  # waits until it is sent
+    assert pubsub.calls == 1  # the first event alone; the others wait behind it
+    pubsub.gate.set()
+    await asyncio.wait_for(updated, 1)
+    await settle()
+    assert pubsub.calls == 2  # the five others in one publish_many
+    pushed = frames(device)
+    assert [f["payload"].get("seq") for f in pushed] == [1, 2, 3, 4, 5, None]
+    assert pushed[-1]["event"] == "conversation:updated"
+    pubsub.gate.clear()
+    await fanout.publish(["a"], "message:new", {"seq": 6})
+    stopping = asyncio.create_task(fanout.stop())
+    await asyncio.sleep(0.02)
+    assert not stopping.done()  # the stop sends what is queued first
+    pubsub.gate.set()
+    await asyncio.wait_for(stopping, 1)
+    await settle()
+    assert [f["payload"]["seq"] for f in frames(device)] == [6]
+    await pubsub.close()

@@ -66,7 +66,7 @@ def create_app(settings: Settings, backends: Backends, adapters: MessagingAdapte
         media=adapters.media,
         events=realtime.fanout,
         notifier=adapters.notifier,
-        limits=MessagingLimits(backends.cache, settings, context.audit),
+        limits=MessagingLimits(backends.cache, settings, context.audit, backends.counters),
         audit=context.audit,
         settings=settings,
     )

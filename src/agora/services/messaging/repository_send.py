@@ -33,12 +33,14 @@ import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, text
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agora.db import driver
 from agora.db.engine import UTCDateTime
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository import (
@@ -64,18 +66,21 @@ class StoreResult:
     members_version: int = 0
 
 
-STORE_PG = text("""
+# asyncpg's parameters (run on the driver's connection, agora/db/driver.py): $1 the
+# conversation, $2 the author, $3 the client id, $4 the message id, $5 its kind, $6 its
+# text, $7 its media id, $8 the time.
+STORE_PG = """
 WITH member AS (
-    SELECT 1 FROM msg_members WHERE conversation_id = :cid AND user_id = :author
+    SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
 ), stored AS (
     SELECT seq FROM msg_messages
-    WHERE conversation_id = :cid AND author_id = :author AND client_id = :client_id
+    WHERE conversation_id = $1 AND author_id = $2 AND client_id = $3
 ), seen AS (
-    SELECT members_version FROM msg_conversations WHERE id = :cid
+    SELECT members_version FROM msg_conversations WHERE id = $1
 ), bump AS (
     UPDATE msg_conversations
-    SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
-    WHERE id = :cid
+    SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = $8
+    WHERE id = $1
       AND EXISTS (SELECT 1 FROM member) AND NOT EXISTS (SELECT 1 FROM stored)
       AND members_version = (SELECT members_version FROM seen)
     RETURNING last_seq, last_version, members_version
@@ -83,13 +88,12 @@ WITH member AS (
     INSERT INTO msg_messages
         (id, conversation_id, seq, version, author_id, client_id, kind, text, media_id,
          created_at)
-    SELECT :id, :cid, last_seq, last_version, :author, :client_id, :kind, :text, :media_id,
-           :now
+    SELECT $4, $1, last_seq, last_version, $2, $3, $5, $6, $7, $8
     FROM bump
     RETURNING seq, version
 ), moved AS (
     UPDATE msg_members SET read_seq = inserted.seq FROM inserted
-    WHERE conversation_id = :cid AND user_id = :author AND read_seq < inserted.seq
+    WHERE conversation_id = $1 AND user_id = $2 AND read_seq < inserted.seq
     RETURNING 1
 )
 SELECT (SELECT seq FROM inserted) AS seq,
@@ -98,7 +102,7 @@ SELECT (SELECT seq FROM inserted) AS seq,
        (SELECT count(*) FROM moved) AS moved,
        EXISTS (SELECT 1 FROM member) AS member,
        (SELECT seq FROM stored) AS stored_seq
-""").bindparams(bindparam("now", type_=UTCDateTime()))
+"""
 
 
 @functools.cache
@@ -131,7 +135,7 @@ LEFT JOIN msg_messages AS earlier
  AND earlier.author_id = member.user_id AND earlier.client_id = :client_id
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
-CHECK = text(CHECK_SQL)
+CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
 _EARLIER = and_(
     messages.c.conversation_id == bindparam("cid"),
     messages.c.author_id == bindparam("author"),
@@ -174,18 +178,22 @@ class SendRepository:
         self, conversation_id: str, author_id: str, client_id: str
     ) -> tuple[bool, Message | None]:
         """(is `author_id` a member, the message they stored under `client_id` if any):
-        one statement, the membership row joined to the earlier message's id. On SQLite on
-        the driver's connection (one hop to aiosqlite's thread; see `_store_sqlite`)."""
-        params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
+        one statement, the membership row joined to the earlier message's id, on the
+        driver's connection (SQLite: one hop to aiosqlite's thread, see `_store_sqlite`;
+        PostgreSQL: asyncpg's own call, agora/db/driver.py)."""
         if self.connection.dialect.name == "sqlite":
+            params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
             raw = await self.connection.get_raw_connection()
             assert raw.driver_connection is not None
             rows = list(await raw.driver_connection.execute_fetchall(CHECK_SQL, params))
+            found = rows[0] if rows else None
         else:
-            rows = list((await self.connection.execute(CHECK, params)).all())
-        if not rows:
+            found = await driver.fetchrow(
+                self.connection, CHECK_PG, conversation_id, author_id, client_id
+            )
+        if found is None:
             return False, None
-        earlier_id = rows[0][0]
+        earlier_id = found[0]
         if earlier_id is None:
             return True, None
         return True, await MessagingRepository(self.connection).message(conversation_id, earlier_id)
@@ -199,15 +207,33 @@ class SendRepository:
         return await self._store_sqlite(message)
 
     async def _store_postgres(self, message: Message) -> StoreResult:
-        row = (await self.connection.execute(STORE_PG, _values(message))).one()
-        if row.seq is not None:
+        """`STORE_PG` on asyncpg's own call (agora/db/driver.py: SQLAlchemy's execution
+        path cost more CPU than the statement); a unique-index race still raises
+        SQLAlchemy's `IntegrityError`."""
+        row = await driver.fetchrow(
+            self.connection,
+            STORE_PG,
+            message.conversation_id,
+            message.author_id,
+            message.client_id,
+            message.id,
+            message.kind,
+            message.text,
+            message.media.id if message.media is not None else None,
+            message.created_at.astimezone(UTC),
+        )
+        assert row is not None  # the final SELECT answers one row
+        if row["seq"] is not None:
             return StoreResult(
-                StoreOutcome.STORED_NEW, int(row.seq), int(row.version), int(row.members_version)
+                StoreOutcome.STORED_NEW,
+                int(row["seq"]),
+                int(row["version"]),
+                int(row["members_version"]),
             )
-        if not row.member:
+        if not row["member"]:
             return StoreResult(StoreOutcome.NOT_MEMBER)
-        if row.stored_seq is not None:
-            return StoreResult(StoreOutcome.STORED, int(row.stored_seq))
+        if row["stored_seq"] is not None:
+            return StoreResult(StoreOutcome.STORED, int(row["stored_seq"]))
         return StoreResult(StoreOutcome.RETRY)
 
     async def _store_sqlite(self, message: Message) -> StoreResult:

@@ -27,6 +27,12 @@ class MemberLists:
         self._lists.move_to_end(conversation_id)
         return entry[1]
 
+    def latest(self, conversation_id: str) -> list[str] | None:
+        """The cached members at whatever version (a guess, to start work early: check
+        it against the version a store returns with `get`)."""
+        entry = self._lists.get(conversation_id)
+        return entry[1] if entry is not None else None
+
     def put(self, conversation_id: str, members_version: int, member_ids: list[str]) -> None:
         entry = self._lists.get(conversation_id)
         if entry is not None and entry[0] > members_version:

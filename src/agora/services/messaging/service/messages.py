@@ -66,7 +66,9 @@ class MessagingService(ConversationRules, MediaUploads):
     ) -> SendResult:
         """Two statements on PostgreSQL: the check (membership, an earlier send of this
         client id) and the store (repository_send.py); the member list comes from
-        `member_lists`."""
+        `member_lists`, the presence lookup for offline notifications runs beside the
+        store, and the push is queued (socket/fanout.py): on PostgreSQL + Redis the
+        sender waits for two database round trips (issue 13)."""
         conversation_id = validation.conversation_id(conversation_id)
         stored = await self._check_send(actor, conversation_id, client_id)
         client_id = validation.client_id(client_id)
@@ -94,6 +96,24 @@ class MessagingService(ConversationRules, MediaUploads):
             media=upload,
             created_at=utcnow(),
         )
+        # Who is online is asked while the message is stored (a Redis round trip beside
+        # the database's), for the members cached before; used if the store confirms them.
+        guessed = self.member_lists.latest(conversation_id)
+        early = None if guessed is None else asyncio.ensure_future(self._online(guessed, actor))
+        try:
+            return await self._store_and_announce(actor, draft, guessed, early)
+        finally:
+            if early is not None:
+                early.cancel()  # not used (the store failed, or the members changed)
+
+    async def _store_and_announce(
+        self,
+        actor: Actor,
+        draft: Message,
+        guessed: list[str] | None,
+        early: asyncio.Future[set[str]] | None,
+    ) -> SendResult:
+        conversation_id, client_id = draft.conversation_id, draft.client_id
         try:
             result = await self._store(draft)
         except IntegrityError:
@@ -112,11 +132,13 @@ class MessagingService(ConversationRules, MediaUploads):
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
         member_ids = await self._members(conversation_id, result.members_version)
         MESSAGES_STORED.inc()
-        # Side by side: on Redis each is a round trip, and the sender waits for both.
-        # Neither raises (each logs its own failure).
+        online = await early if early is not None and member_ids is guessed else None
+        # Both after the store, neither raises (each logs its own failure). The push is
+        # queued (socket/fanout.py); the presence lookup, when not made above, is a round
+        # trip on Redis, the two side by side.
         await asyncio.gather(
             self._announce(member_ids, "message:new", message.to_json()),
-            self._notify_offline(member_ids, message),
+            self._notify_offline(member_ids, message, online),
         )
         return SendResult(message, created=True)
 
@@ -355,15 +377,27 @@ class MessagingService(ConversationRules, MediaUploads):
 
     # --- announcements ---------------------------------------------------------------
 
-    async def _notify_offline(self, member_ids: list[str], message: Message) -> None:
+    async def _online(self, member_ids: list[str], author: Actor) -> set[str]:
+        """Who of the other members has a live device; nobody when that cannot be told
+        (every other member is then notified: a duplicate beats a lost notification)."""
+        others = [uid for uid in member_ids if uid != author.user_id]
+        if not others:
+            return set()
+        try:
+            return await self.events.online(others)
+        except Exception:
+            log.exception("could not tell who is online; notifying every other member")
+            return set()
+
+    async def _notify_offline(
+        self, member_ids: list[str], message: Message, online: set[str] | None = None
+    ) -> None:
+        """Notify the members with no live device; `online`: asked already."""
         others = [uid for uid in member_ids if uid != message.author_id]
         if not others:
             return
-        try:
-            online = await self.events.online(others)
-        except Exception:
-            log.exception("could not tell who is online; notifying every other member")
-            online = set()
+        if online is None:
+            online = await self._online(others, Actor(message.author_id))
         offline = [uid for uid in others if uid not in online]
         if not offline:
             return

@@ -12,6 +12,14 @@ message per member, on the member's own channel, which every instance with a dev
 that member parsed: 50 `PUBLISH`es and 50 reads for a 50-member group). The cost moved
 is the other way round: every instance reads every message, members or not.
 
+Publishing is queued, in order, and sent by one task (issue 13): `publish` returns once
+the event is queued, so a sender's next message is not held up by this one's round trip
+to Redis, and what queued up meanwhile goes out in one call (`publish_many`). Events
+leave in the order they were queued, as one awaited call after another did. Two bounds:
+a `conversation:updated` waits until it is sent (the rooms are told of the membership
+after it, as before), and `MAX_QUEUED` events waiting make `publish` wait for them
+(a slow Redis slows the senders, and memory stays bounded). `stop` sends what is queued.
+
 Delivery is live only: the durable path is the database, and a device that was away
 catches up on join (`MessagingService.catch_up`). A pub/sub outage is logged, never
 raised: the message is stored, and the service must not fail the sender for it.
@@ -42,6 +50,7 @@ CONVERSATION_UPDATED = "conversation:updated"
 _UPDATED_MARK = '"event":"conversation:updated"'
 # The hub channel suffix of the one message per publish (a user id is never "*").
 EVERYONE = "*"
+MAX_QUEUED = 256  # events queued for the pub/sub before `publish` waits for them
 
 
 def user_topic(user_id: str) -> str:
@@ -76,12 +85,17 @@ class MessagingFanout:
         self.joined: set[Connection] = set()
         self._held: dict[Connection, Held] = {}
         self._follows: set[asyncio.Task[None]] = set()
+        self._queued: list[tuple[str, int, bytes]] = []  # (event, members, message)
+        self._queued_sent: asyncio.Future[None] | None = None  # resolved once they are sent
+        self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.hub.router.route(self.hub.prefix, self._on_message)
         await self.hub.router.subscribe(self.hub.channel(EVERYONE))
 
     async def stop(self) -> None:
+        if self._sender is not None:  # what was queued before the stop goes out
+            await asyncio.gather(self._sender, return_exceptions=True)
         self.hub.router.unroute(self.hub.prefix, self._on_message)
         await self.hub.router.unsubscribe(self.hub.channel(EVERYONE))
         for task in tuple(self._follows):
@@ -93,12 +107,53 @@ class MessagingFanout:
         users = list(dict.fromkeys(user_ids))
         # orjson writes no raw newline: the first one ends the header.
         message = orjson.dumps([event, users]) + b"\n" + orjson.dumps(payload)
-        try:
-            await self.hub.router.pubsub.publish(self.hub.channel(EVERYONE), message)
-        except Exception:  # stored already: the devices catch up on their next join
-            log.warning("%s not pushed to %d users", event, len(users), exc_info=True)
+        sent = self._queue_event(event, len(users), message)
+        if event == CONVERSATION_UPDATED or len(self._queued) >= MAX_QUEUED:
+            await asyncio.shield(sent)  # a cancelled caller does not cancel the send
         if event == CONVERSATION_UPDATED and self.rooms is not None:
             await self._membership(payload)
+
+    def _queue_event(self, event: str, members: int, message: bytes) -> asyncio.Future[None]:
+        """Queue `message`; the future resolves once it is sent (or failed, logged)."""
+        if self._queued_sent is None:
+            self._queued_sent = asyncio.get_running_loop().create_future()
+        sent = self._queued_sent
+        self._queued.append((event, members, message))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued())
+        return sent
+
+    async def _send_queued(self) -> None:
+        """Until the queue is empty: everything queued, in order, in one call."""
+        channel = self.hub.channel(EVERYONE)
+        pubsub = self.hub.router.pubsub
+        try:
+            while self._queued:
+                batch, sent = self._queued, self._queued_sent
+                self._queued, self._queued_sent = [], None
+                try:
+                    if len(batch) == 1:
+                        await pubsub.publish(channel, batch[0][2])
+                    else:
+                        await pubsub.publish_many([(channel, message) for _, _, message in batch])
+                except Exception:  # stored already: the devices catch up on their next join
+                    log.warning(
+                        "%d events (%s) not pushed to their %d users",
+                        len(batch),
+                        ", ".join(sorted({event for event, _, _ in batch})),
+                        sum(members for _, members, _ in batch),
+                        exc_info=True,
+                    )
+                finally:
+                    if sent is not None and not sent.done():
+                        sent.set_result(None)
+        finally:
+            self._sender = None
+            # Cancelled (the loop is ending): nobody waits for what is left; a later
+            # publish sends it.
+            if self._queued_sent is not None and not self._queued_sent.done():
+                self._queued_sent.set_result(None)
+                self._queued_sent = None
 
     async def online(self, user_ids: Iterable[str]) -> set[str]:
         """Who has a live socket; nobody when presence is unreachable (the caller then
@@ -143,7 +198,9 @@ class MessagingFanout:
         if user != EVERYONE:  # one user's frame, as earlier versions publish (rolling deploys)
             devices = self._joined_devices(user)
             if devices:
-                self._queue(devices, message.decode())
+                frame = message.decode()
+                DELIVERIES_PUSHED.inc(len(devices))
+                self._hand_over(devices, frame, _UPDATED_MARK in frame)
             return
         head, _, body = message.partition(b"\n")
         try:
@@ -152,25 +209,31 @@ class MessagingFanout:
         except (orjson.JSONDecodeError, ValueError, TypeError, UnicodeDecodeError):
             log.warning("unreadable fan-out message on %s", channel)
             return
+        updated = event == CONVERSATION_UPDATED
+        pushed = 0
         for user in users:
             if not isinstance(user, str):
                 continue
             devices = self._joined_devices(user)
             if devices:
-                self._queue(devices, push_serialized(user_topic(user), event, payload))
+                pushed += len(devices)
+                self._hand_over(devices, push_serialized(user_topic(user), event, payload), updated)
+        DELIVERIES_PUSHED.inc(pushed)  # once per message, not per member
 
     def _joined_devices(self, user: str) -> list[Connection]:
         return [conn for conn in self.hub.devices.get(user, ()) if conn in self.joined]
 
-    def _queue(self, devices: list[Connection], frame: str) -> None:
-        DELIVERIES_PUSHED.inc(len(devices))
+    def _hand_over(self, devices: list[Connection], frame: str, updated: bool) -> None:
+        """Queue `frame` on `devices` (behind a catch-up when held); `updated`: a
+        conversation:updated, whose new members the devices start following."""
+        held = self._held
         for conn in devices:
-            held = self._held.get(conn)
-            if held is not None:
-                held.add(frame)
+            waiting = held.get(conn) if held else None
+            if waiting is not None:
+                waiting.add(frame)
             else:
                 conn.send(frame)
-        if _UPDATED_MARK in frame:
+        if updated:
             self._follow_new_members(devices, frame)
 
     # --- presence of new contacts ----------------------------------------------------------
