@@ -10,13 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import Response
 
 from agora.core.errors import Invalid
-from agora.web.exact_routes import ExactRoutes, exact_route, exact_routes, install_exact_routes
+from agora.web.exact_routes import (
+    ExactRoutes,
+    candidates,
+    exact_route,
+    exact_routes,
+    install_exact_routes,
+)
 from agora.web.metrics import route_label
-from agora.web.openapi import api_routes
 from agora.web.service_app import ServiceApp
 from tests.support.guarded_app import answers_of, audited_app
 
@@ -92,14 +97,14 @@ def test_a_route_registered_earlier_for_the_same_path_keeps_it() -> None:
         return Response()
 
     app.include_router(make_router())
-    assert exact_routes(api_routes(app)) == {}
+    assert exact_routes(candidates(app)) == {}
 
 
 def test_install_twice_wraps_the_router_once() -> None:
     app = FastAPI()
     app.include_router(make_router())
-    install_exact_routes(app, api_routes(app))
-    install_exact_routes(app, api_routes(app))
+    install_exact_routes(app)
+    install_exact_routes(app)
     stack = app.router.middleware_stack
     assert isinstance(stack, ExactRoutes) and not isinstance(stack.app, ExactRoutes)
 
@@ -113,7 +118,7 @@ def test_a_marked_route_that_fastapi_must_solve_is_refused() -> None:
         return Response()
 
     with pytest.raises(TypeError, match="takes only the Request"):
-        exact_routes(api_routes(app))
+        exact_routes(candidates(app))
 
 
 def test_a_marked_route_with_a_path_parameter_is_refused() -> None:
@@ -125,4 +130,15 @@ def test_a_marked_route_with_a_path_parameter_is_refused() -> None:
         return Response()
 
     with pytest.raises(TypeError, match="path parameter"):
-        exact_routes(api_routes(app))
+        exact_routes(candidates(app))
+
+
+def test_a_marked_route_included_with_a_dependency_is_refused() -> None:
+    # The including router's dependency (a guard, say) would be skipped: refused.
+    async def guard() -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(make_router(), dependencies=[Depends(guard)])
+    with pytest.raises(TypeError, match="its router's"):
+        exact_routes(candidates(app))

@@ -58,7 +58,7 @@ class TokenGuard:
         self.revocations = revocations
         self.refresh_keys = refresh_keys
         # Known once: an isinstance check against a runtime Protocol walks its members
-        # on every call (~20 µs a request here).
+        # on every call (about 9 µs here).
         self._reading: ReadingRevocationCheck | None = None
         if isinstance(revocations, ReadingRevocationCheck):
             self._reading = revocations

@@ -2,24 +2,28 @@
 
 FastAPI finds a route by asking each one in turn (included routers nest them), then
 solves the endpoint's parameters, even for an endpoint that takes nothing but the
-Request: about 70 µs of CPU per request of `GET /api/publications` here (issue 13,
-`bench.publications_cpu`). A route marked `@exact_route` takes only the Request and
-returns a Response (checked when the app is built); `ExactRoutes`, the router's own
-entry (Starlette's router middleware, inside every app middleware and exception
-handler), calls it for its exact method and path as FastAPI's route would: the same
-`scope["route"]` (metrics, access line), its errors answered by the app's handlers.
-Anything else, and a request under a `root_path`, goes to FastAPI's router unchanged.
-The OpenAPI document is FastAPI's: the route stays registered as it was.
+Request: about a quarter of the CPU of `GET /api/publications` in a profile of
+`bench.publications_cpu` (issue 13; docs/benchmarks.md). A route marked `@exact_route`
+takes only the Request and returns a Response (checked when the app is built);
+`ExactRoutes`, the router's own entry (Starlette's router middleware, inside every app
+middleware and exception handler), calls it for its exact method and path as FastAPI's
+route would: the same `scope["route"]` (metrics, access line), its errors answered by
+the app's handlers. Anything else, and a request under a `root_path`, goes to FastAPI's
+router unchanged. The OpenAPI document is FastAPI's: the route stays registered as it
+was. (FastAPI's own telemetry, off in Agora, would not see the route's template.)
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import fastapi.routing
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,38 +61,73 @@ class ExactRoutes:
         await self.app(scope, receive, send)
 
 
-def exact_routes(routes: Iterable[tuple[str, set[str], APIRoute]]) -> Table:
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A route as its router serves it: the public path and methods, and what FastAPI
+    runs before the endpoint (the route's own dependencies and an including router's)."""
+
+    path: str
+    methods: set[str]
+    route: APIRoute
+    dependant: Dependant
+    max_body_size: int | None = None
+
+
+def candidates(app: FastAPI) -> Iterator[Candidate]:
+    """Every APIRoute of `app` in the router's order, included routers' too (FastAPI
+    0.160+ nests them: what an inclusion adds is on its route context)."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iterate is None:  # pragma: no cover - FastAPI before 0.160: flat routes
+        for route in app.routes:
+            if isinstance(route, APIRoute):
+                yield Candidate(route.path_format, set(route.methods or ()), route, route.dependant)
+        return
+    for context in iterate(app.routes):
+        route = context.route
+        if isinstance(route, APIRoute):
+            yield Candidate(
+                context.path_format,
+                set(context.methods or ()),
+                route,
+                getattr(context, "dependant", None) or route.dependant,
+                getattr(context, "max_body_size", None),
+            )
+
+
+def exact_routes(routes: Iterable[Candidate]) -> Table:
     """(method, path) of each marked route, in the router's order: a route registered
     earlier that matches the same method and path keeps answering it."""
     table: Table = {}
     earlier: list[tuple[typing.Pattern[str], set[str]]] = []
-    for path, methods, route in routes:
-        if route.endpoint in EXACT_ROUTES:
-            _check(path, route)
+    for candidate in routes:
+        path, methods = candidate.path, candidate.methods
+        if candidate.route.endpoint in EXACT_ROUTES:
+            _check(candidate)
             for method in methods:
                 if not any(regex.match(path) and method in seen for regex, seen in earlier):
-                    table[(method, path)] = route
+                    table[(method, path)] = candidate.route
         earlier.append((compile_path(path)[0], methods))
     return table
 
 
-def install_exact_routes(app: FastAPI, routes: Iterable[tuple[str, set[str], APIRoute]]) -> None:
+def install_exact_routes(app: FastAPI) -> None:
     """Puts `ExactRoutes` at the entry of `app`'s router, once, for the marked routes."""
     router = app.router
     entry: ASGIApp = router.middleware_stack
     if isinstance(entry, ExactRoutes):  # built again: the table too
         entry = entry.app
-    table = exact_routes(routes)
+    table = exact_routes(candidates(app))
     router.middleware_stack = ExactRoutes(entry, table) if table else entry  # type: ignore[assignment]
 
 
-def _check(path: str, route: APIRoute) -> None:
-    dependant = route.dependant
+def _check(candidate: Candidate) -> None:
+    """Refuses a marked route FastAPI would do more for than hand it the Request."""
+    route, dependant = candidate.route, candidate.dependant
     params = inspect.signature(route.endpoint).parameters
-    hints = typing.get_type_hints(route.endpoint)
-    returns = hints.get("return")
+    returns = typing.get_type_hints(route.endpoint).get("return")
     plain = (
-        "{" not in path
+        "{" not in candidate.path
+        and candidate.max_body_size is None
         and dependant.request_param_name is not None
         and len(params) == 1
         and not dependant.dependencies
@@ -104,6 +143,7 @@ def _check(path: str, route: APIRoute) -> None:
     )
     if not plain:
         raise TypeError(
-            f"{route.endpoint.__qualname__} ({path}): an exact route takes only the "
-            "Request, has no dependency nor path parameter, and returns a Response"
+            f"{route.endpoint.__qualname__} ({candidate.path}): an exact route takes only "
+            "the Request, has no dependency (its own or its router's), no path parameter "
+            "nor body limit of its own, and returns a Response"
         )

@@ -92,9 +92,7 @@ class ServiceApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Built at the first request, when every route is in: the hot routes marked
         # `@exact_route` get their exact-path dispatch at the router's entry.
-        from agora.web.openapi import api_routes  # it imports the guard, which needs us
-
-        install_exact_routes(self, api_routes(self))
+        install_exact_routes(self)
         docs = (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
         return SecurityHeadersMiddleware(
             super().build_middleware_stack(),
