@@ -100,6 +100,13 @@ def test_a_route_registered_earlier_for_the_same_path_keeps_it() -> None:
     assert exact_routes(candidates(app)) == {}
 
 
+def test_a_mount_registered_earlier_over_the_path_keeps_it() -> None:
+    app = FastAPI()
+    app.mount("/api", Response(b"mounted"))
+    app.include_router(make_router())
+    assert exact_routes(candidates(app)) == {}
+
+
 def test_install_twice_wraps_the_router_once() -> None:
     app = FastAPI()
     app.include_router(make_router())

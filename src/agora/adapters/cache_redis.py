@@ -101,8 +101,8 @@ class RedisCache:
     async def _pipelined(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of `commands`, written at once on one pooled connection: what
         `pipeline(transaction=False).execute()` does, without the Pipeline object's
-        per-call bookkeeping (command stack, response callbacks, observability records;
-        the hot read's one round trip). The same retry as any command: once more on a
+        per-call bookkeeping (command stack, response callbacks, observability records):
+        the hot read's one round trip. The same retry as any command: once more on a
         fresh connection after a connection or timeout error. An error reply raises, as
         `execute()` raises the first one."""
         pool = self._redis.connection_pool

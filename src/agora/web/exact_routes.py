@@ -27,7 +27,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import compile_path
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 EndpointT = TypeVar("EndpointT", bound=Callable[..., Any])
@@ -63,50 +63,55 @@ class ExactRoutes:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A route as its router serves it: the public path and methods, and what FastAPI
-    runs before the endpoint (the route's own dependencies and an including router's)."""
+    """A route as its router serves it: what it matches (`regex` None: unknown, taken
+    as anything; `methods` None: any) and, for an APIRoute, what FastAPI runs before
+    the endpoint (its own dependencies and an including router's)."""
 
     path: str
-    methods: set[str]
-    route: APIRoute
-    dependant: Dependant
+    regex: typing.Pattern[str] | None
+    methods: set[str] | None
+    route: BaseRoute
+    dependant: Dependant | None = None
     max_body_size: int | None = None
+
+    def shadows(self, method: str, path: str) -> bool:
+        return (self.regex is None or self.regex.match(path) is not None) and (
+            self.methods is None or method in self.methods
+        )
 
 
 def candidates(app: FastAPI) -> Iterator[Candidate]:
-    """Every APIRoute of `app` in the router's order, included routers' too (FastAPI
+    """Every route of `app` in the router's order, included routers' too (FastAPI
     0.160+ nests them: what an inclusion adds is on its route context)."""
     iterate = getattr(fastapi.routing, "iter_route_contexts", None)
-    if iterate is None:  # pragma: no cover - FastAPI before 0.160: flat routes
-        for route in app.routes:
-            if isinstance(route, APIRoute):
-                yield Candidate(route.path_format, set(route.methods or ()), route, route.dependant)
-        return
-    for context in iterate(app.routes):
-        route = context.route
-        if isinstance(route, APIRoute):
-            yield Candidate(
-                context.path_format,
-                set(context.methods or ()),
-                route,
-                getattr(context, "dependant", None) or route.dependant,
-                getattr(context, "max_body_size", None),
-            )
+    contexts: Iterable[Any] = app.routes if iterate is None else iterate(app.routes)
+    for context in contexts:  # a RouteContext forwards to the route as served
+        route = getattr(context, "route", context)
+        methods = getattr(context, "methods", None)
+        yield Candidate(
+            getattr(context, "path_format", None) or "",
+            getattr(context, "path_regex", None),
+            set(methods) if methods is not None else None,
+            route,
+            getattr(context, "dependant", None) if isinstance(route, APIRoute) else None,
+            getattr(context, "max_body_size", None),
+        )
 
 
 def exact_routes(routes: Iterable[Candidate]) -> Table:
     """(method, path) of each marked route, in the router's order: a route registered
-    earlier that matches the same method and path keeps answering it."""
+    earlier that matches the same method and path (a Mount, a pattern) keeps it."""
     table: Table = {}
-    earlier: list[tuple[typing.Pattern[str], set[str]]] = []
+    earlier: list[Candidate] = []
     for candidate in routes:
-        path, methods = candidate.path, candidate.methods
-        if candidate.route.endpoint in EXACT_ROUTES:
-            _check(candidate)
-            for method in methods:
-                if not any(regex.match(path) and method in seen for regex, seen in earlier):
-                    table[(method, path)] = candidate.route
-        earlier.append((compile_path(path)[0], methods))
+        route = candidate.route
+        if isinstance(route, APIRoute) and route.endpoint in EXACT_ROUTES:
+            _check(candidate, route)
+            path = candidate.path
+            for method in candidate.methods or ():
+                if not any(seen.shadows(method, path) for seen in earlier):
+                    table[(method, path)] = route
+        earlier.append(candidate)
     return table
 
 
@@ -120,9 +125,9 @@ def install_exact_routes(app: FastAPI) -> None:
     router.middleware_stack = ExactRoutes(entry, table) if table else entry  # type: ignore[assignment]
 
 
-def _check(candidate: Candidate) -> None:
+def _check(candidate: Candidate, route: APIRoute) -> None:
     """Refuses a marked route FastAPI would do more for than hand it the Request."""
-    route, dependant = candidate.route, candidate.dependant
+    dependant = candidate.dependant or route.dependant
     params = inspect.signature(route.endpoint).parameters
     returns = typing.get_type_hints(route.endpoint).get("return")
     plain = (
