@@ -66,3 +66,32 @@ def stalling_to(url: str, flowing: asyncio.Event) -> Handler:
         )
 
     return handle
+
+
+def cutting_to(url: str, cut: asyncio.Event) -> Handler:
+    """A proxy to the real Redis that, once `cut` is set, drops the next connection a
+    command comes in on, unanswered (and clears `cut`): a connection that died between
+    the client taking it from its pool and reading the reply."""
+    target = urlsplit(url)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+
+        async def to_redis() -> None:
+            while data := await reader.read(65536):
+                if cut.is_set():
+                    cut.clear()
+                    writer.transport.abort()
+                    break
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def from_redis() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        await asyncio.gather(to_redis(), from_redis(), return_exceptions=True)
+
+    return handle

@@ -15,12 +15,13 @@ from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError as RedisResponseError
 
 from agora.adapters.cache_memory import MemoryCache
 from agora.adapters.cache_redis import RedisCache
 from agora.adapters.redis_breaker import RETRY_AFTER
 from agora.ports.cache import Cache, CacheUnavailable
-from tests.contract.redis_proxy import Handler, forwarding_to, tcp_server
+from tests.contract.redis_proxy import Handler, cutting_to, forwarding_to, tcp_server
 from tests.support.services import drop_namespace
 
 T = TypeVar("T")
@@ -263,6 +264,48 @@ async def test_redis_namespaces_do_not_see_each_other(redis_url: str, redis_name
         await drop_namespace(redis_url, redis_namespace)
 
 
+@pytest.mark.redis
+async def test_redis_error_reply_in_one_round_trip_raises_and_the_next_call_works(
+    redis_url: str, redis_namespace: str
+) -> None:
+    # A GETEX on a hash: Redis answers WRONGTYPE (a bug of ours, not an outage). The
+    # replies after it must not be left for the next caller of the pooled connection.
+    raw = aioredis.Redis.from_url(redis_url)
+    cache = RedisCache(redis_url, namespace=redis_namespace)
+    try:
+        await raw.hset(f"{redis_namespace}hash", "f", "v")
+        await cache.set("a", b"1", ttl=60)
+        await cache.set("b", b"2", ttl=60)
+        with pytest.raises(RedisResponseError, match="WRONGTYPE"):
+            await cache.get_many_and_touch(["a", "hash", "b"], {"hash": 60, "b": 60})
+        for _ in range(3):
+            assert await cache.get_many_and_touch(["b", "a"], {"a": 60}) == [b"2", b"1"]
+    finally:
+        await cache.close()
+        await raw.aclose()
+        await drop_namespace(redis_url, redis_namespace)
+
+
+@pytest.mark.redis
+async def test_redis_connection_dropped_during_the_round_trip_is_retried_once(
+    redis_url: str, redis_namespace: str
+) -> None:
+    # The pooled connection dies after the client took it (a Redis restart, a load
+    # balancer's idle cut): the round trip is tried again on a new connection, once.
+    cut = asyncio.Event()
+    async with tcp_server(cutting_to(redis_url, cut)) as port:
+        cache = RedisCache(f"redis://127.0.0.1:{port}", namespace=redis_namespace)
+        try:
+            await cache.set("k", b"v", ttl=60)
+            assert await cache.get_many_and_touch(["k"], {"k": 60}) == [b"v"]
+            cut.set()
+            assert await cache.get_many_and_touch(["j", "k"], {"k": 60}) == [None, b"v"]
+            assert not cut.is_set()  # the first try was the one cut
+        finally:
+            await cache.close()
+            await drop_namespace(redis_url, redis_namespace)
+
+
 # --- Redis unreachable: fail fast, then recover ------------------------------------
 
 
@@ -271,6 +314,7 @@ async def assert_every_call_unavailable(cache: RedisCache, budget: float) -> Non
         lambda: cache.get("k"),
         lambda: cache.set("k", b"v", ttl=1),
         lambda: cache.set_many({"k": b"v", "j": b"w"}, ttl=1),
+        lambda: cache.get_many_and_touch(["k", "j"], {"j": 1}),
         lambda: cache.set_if_absent("k", b"v", ttl=1),
         lambda: cache.delete("k", "j"),
         lambda: cache.expire("k", 1),

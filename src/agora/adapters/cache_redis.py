@@ -16,6 +16,20 @@ from agora.adapters.redis_client import redis_call, redis_client
 from agora.ports.cache import CacheUnavailable
 
 T = TypeVar("T")
+Command = tuple[Any, ...]
+
+
+def _packer() -> Callable[[Command], bytes] | None:
+    """hiredis's command packer (the `redis` extra takes hiredis), or None: then
+    redis-py packs in Python."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover
+        return None
+    return pack_command
+
+
+PACK_COMMAND = _packer()
 
 INCR_WITH_TTL = (
     "redis.call('SET', KEYS[1], 0, 'PX', ARGV[1], 'NX') return redis.call('INCR', KEYS[1])"
@@ -68,18 +82,14 @@ class RedisCache:
 
         plain = [i for i, key in enumerate(keys) if key not in ttls]
         touched = [i for i, key in enumerate(keys) if key in ttls]
+        # One MGET (one instant) for the plain keys, a GETEX for each touched one;
+        # no MULTI: one round trip is all we want.
+        commands: list[Command] = []
+        if plain:
+            commands.append(("MGET", *(self._key(keys[i]) for i in plain)))
+        commands.extend(("GETEX", self._key(keys[i]), "PX", _ms(ttls[keys[i]])) for i in touched)
 
-        async def pipelined() -> list[Any]:
-            # One MGET (one instant) for the plain keys, a GETEX for each touched one;
-            # no MULTI: one round trip is all we want.
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if plain:
-                    pipe.mget([self._key(keys[i]) for i in plain])
-                for i in touched:
-                    pipe.getex(self._key(keys[i]), px=_ms(ttls[keys[i]]))
-                return await pipe.execute()
-
-        replies = await self._call(pipelined)
+        replies = await self._call(lambda: self._pipelined(commands))
         values: list[bytes | None] = [None] * len(keys)
         if plain:
             for i, value in zip(plain, replies[0], strict=True):
@@ -87,6 +97,37 @@ class RedisCache:
         for i, value in zip(touched, replies[1:] if plain else replies, strict=True):
             values[i] = value
         return values
+
+    async def _pipelined(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies of `commands`, written at once on one pooled connection: what
+        `pipeline(transaction=False).execute()` does, without the Pipeline object's
+        per-call bookkeeping (command stack, response callbacks, observability records):
+        the hot read's one round trip. The same retry as any command: once more on a
+        fresh connection after a connection or timeout error. An error reply raises, as
+        `execute()` raises the first one."""
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()
+        # The same bytes as `connection.pack_commands` (utf-8 keys, ints as digits),
+        # without its Python pass over every argument.
+        pack = PACK_COMMAND
+        packed = b"".join(map(pack, commands)) if pack else connection.pack_commands(commands)
+
+        async def send_and_read() -> list[Any]:
+            await connection.send_packed_command(packed)
+            return [await connection.read_response() for _ in commands]
+
+        async def dropped(_error: Exception) -> None:
+            await connection.disconnect()
+
+        try:
+            replies: list[Any] = await connection.retry.call_with_retry(send_and_read, dropped)
+        except BaseException:
+            # Replies may still be on the socket: it must not serve another caller.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
         if not items:

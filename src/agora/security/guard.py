@@ -57,6 +57,11 @@ class TokenGuard:
         self.audit = audit
         self.revocations = revocations
         self.refresh_keys = refresh_keys
+        # Known once: an isinstance check against a runtime Protocol walks its members
+        # on every call (about 9 µs here).
+        self._reading: ReadingRevocationCheck | None = None
+        if isinstance(revocations, ReadingRevocationCheck):
+            self._reading = revocations
 
     async def verify(self, token: str | None) -> Identity:
         """Signature, claims and revocation; raises TokenError."""
@@ -72,10 +77,10 @@ class TokenGuard:
         check's round trip: a hot route's one round trip. The values come back in
         order, or None when they could not be read with it (the caller reads them)."""
         identity = await self._signed(token)
-        revocations = self.revocations
+        revocations, reading = self.revocations, self._reading
         values: list[bytes | None] | None = None
-        if isinstance(revocations, ReadingRevocationCheck):
-            revoked, values = await revocations.is_revoked_reading(identity, reads(identity))
+        if reading is not None:
+            revoked, values = await reading.is_revoked_reading(identity, reads(identity))
         else:
             revoked = revocations is not None and await revocations.is_revoked(identity)
         if revoked:

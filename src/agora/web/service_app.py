@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from agora.core.logs import SCOPE_ROUTE
 from agora.web.context import ServiceContext
+from agora.web.exact_routes import install_exact_routes
 from agora.web.security import SecurityHeadersMiddleware
 
 SocketEndpoint = Callable[[WebSocket], Awaitable[None]]
@@ -89,6 +90,9 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
+        # Built at the first request, when every route is in: the hot routes marked
+        # `@exact_route` get their exact-path dispatch at the router's entry.
+        install_exact_routes(self)
         docs = (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
         return SecurityHeadersMiddleware(
             super().build_middleware_stack(),

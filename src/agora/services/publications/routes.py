@@ -29,6 +29,7 @@ from agora.services.publications.schemas import (
 from agora.services.publications.service import InvalidInput
 from agora.web.deps import app_of
 from agora.web.errors import error_responses
+from agora.web.exact_routes import exact_route
 from agora.web.guard import authenticate, authenticate_reading, token_check
 
 LIMIT = 20
@@ -93,6 +94,7 @@ def page_query(request: Request) -> tuple[int, str | None]:
     responses={200: {"model": PublicationPage}, **ERRORS},
     openapi_extra={"parameters": PAGE_QUERY},
 )
+@exact_route  # found by its exact path, ahead of FastAPI's router (web/exact_routes.py)
 @token_check  # the route runs the token check itself: marked for the OpenAPI document
 async def list_publications(request: Request) -> Response:
     # The hot read: `ActiveUser`'s checks, in its order (422 for the query, 401, then
