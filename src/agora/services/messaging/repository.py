@@ -21,7 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import FromClause
 
@@ -39,6 +51,25 @@ messages = cast(Table, MsgMessage.__table__)
 media = cast(Table, MsgMedia.__table__)
 
 Executor = AsyncSession | AsyncConnection
+
+
+def _contacts_among() -> Select[Any]:
+    # Built once: building it (two aliases, a join) cost more than running it, and the
+    # social socket asks it for every chat frame (issue 13).
+    mine = members.alias("mine")
+    theirs = members.alias("theirs")
+    return (
+        select(theirs.c.user_id)
+        .distinct()
+        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+        .where(
+            mine.c.user_id == bindparam("user_id"),
+            theirs.c.user_id.in_(bindparam("others", expanding=True)),
+        )
+    )
+
+
+CONTACTS_AMONG = _contacts_among()
 MICROSECOND = timedelta(microseconds=1)
 
 MESSAGE_FIELDS = (
@@ -132,15 +163,10 @@ class MessagingRepository:
 
     async def contacts_among(self, user_id: str, others: Collection[str]) -> set[str]:
         """Those of `others` who are members of a conversation `user_id` is a member of."""
-        mine = members.alias("mine")
-        theirs = members.alias("theirs")
-        rows = await self._all(
-            select(theirs.c.user_id)
-            .distinct()
-            .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
-            .where(mine.c.user_id == user_id, theirs.c.user_id.in_(list(others)))
+        result = await self.executor.execute(
+            CONTACTS_AMONG, {"user_id": user_id, "others": list(others)}
         )
-        return {row.user_id for row in rows}
+        return {row.user_id for row in result}
 
     async def conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._first(select(conversations).where(conversations.c.id == conversation_id))
