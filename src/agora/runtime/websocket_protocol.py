@@ -16,6 +16,11 @@ protocol stops reading, and tells the app after the frames it has already read
 (`codes.SERVER_RESTART`'s disconnect): the app answers them, sends what it queued, and
 closes with 1012 itself (`realtime.connection.Connection.finish`). An app that has not
 closed within `abort_after` is closed for (1012), then aborted `abort_after` later.
+
+The app may also write text frames without the ASGI `send` (`connection.WRITE_FRAMES`
+in the scope's extensions): the frames queued for one socket in one loop turn go out
+in one `transport.write`, with no task and no coroutine per frame, whenever the
+transport takes them at once (not paused); otherwise the app awaits `send` as usual.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ import functools
 import socket
 import struct
 from asyncio import BaseTransport, TimerHandle
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from agora.realtime.codes import SERVER_RESTART
+from agora.realtime.connection import WRITE_FRAMES
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -79,11 +87,33 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
     # Every way a connection ends in uvicorn: the app is done, a pong is missed, the server
     # shuts down. (A close the app sends is followed by the app's return: `run_asgi`.)
     async def run_asgi(self) -> None:
+        self.scope["extensions"][WRITE_FRAMES] = self.write_frames  # type: ignore[assignment]
         try:
             await super().run_asgi()
         finally:
             self.stop_draining()
             self.abort_later()
+
+    def write_frames(self, texts: Iterable[str]) -> bool:
+        """Text frames out now, in one write, if the socket takes them now: open, no
+        close sent, the transport not paused. False if not: nothing was written, and
+        the app sends them with the ASGI `send`, which waits or raises as it should."""
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.writable.is_set()
+            or not self.open_to_app()
+            or self.transport.is_closing()
+        ):
+            return False
+        conn = self.conn
+        try:
+            for text in texts:  # InvalidState comes at the first, or not at all
+                conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(conn.data_to_send()))
+        return True
 
     def start_keepalive(self) -> None:
         # Called once the upgrade is sent. uvicorn keeps the handshake's request and
