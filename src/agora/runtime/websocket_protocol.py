@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 from agora.realtime.codes import SERVER_RESTART
@@ -136,11 +135,8 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
         if conn.state is not State.OPEN:  # the peer's close came in: nothing more
             return False
         if conn.extensions:  # permessage-deflate: `websockets` compresses each frame
-            try:
-                for text in texts:
-                    conn.send_text(text.encode())
-            except InvalidState:
-                return False
+            for text in texts:
+                conn.send_text(text.encode())
             self.transport.write(b"".join(conn.data_to_send()))
             return True
         if len(texts) == 1:
