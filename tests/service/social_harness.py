@@ -34,6 +34,7 @@ from agora.ports.backends import Backends
 from agora.runtime.embedded import create_embedded_app
 from agora.runtime.process import ProcessApp
 from agora.runtime.registry import service_app
+from agora.runtime.websocket_protocol import websocket_protocol
 from agora.web.service_app import ServiceApp
 from tests.support.http_server import serving as http_serving
 from tests.support.settings import make_settings
@@ -74,7 +75,8 @@ async def serving(
     app: Any, settings: Settings, ws_max_size: int | None = None
 ) -> AsyncIterator[str]:
     """`http://127.0.0.1:<port>` of a real uvicorn server running `app` (lifespan
-    included) with the socket settings `agora serve` gives uvicorn."""
+    included) with the socket settings `agora serve` gives uvicorn, its WebSocket
+    protocol included (direct frame writes, aborts after the close grace)."""
     async with http_serving(
         app,
         force_exit=False,
@@ -82,6 +84,11 @@ async def serving(
         ws_max_size=ws_max_size or settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
+        ws_per_message_deflate=False,
+        ws=websocket_protocol(
+            abort_after=settings.ws_close_grace,
+            user_timeout=settings.ws_ping_interval + settings.ws_ping_timeout,
+        ),
         timeout_graceful_shutdown=2,
     ) as base_url:
         yield base_url

@@ -4,13 +4,13 @@ channel that records what a `Connection` sends (or stalls, as a peer reading not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket
 
-from agora.realtime.connection import Connection
+from agora.realtime.connection import WRITE_FRAMES, Connection
 
 
 class Clock:
@@ -34,11 +34,17 @@ def sent(conn: Connection) -> list[Any]:
 class Socket:
     """An ASGI WebSocket channel: what a server would hand Starlette's WebSocket.
 
-    `stalled` makes every send wait, as a transport whose peer reads nothing does."""
+    `stalled` makes every send wait, as a transport whose peer reads nothing does.
+    `direct` offers the server's direct writes (`WRITE_FRAMES`, as uvicorn with
+    `runtime.websocket_protocol`): each call is one `batches` entry, refused while
+    `paused` (the transport's buffer is over its high-water mark) or `stalled`."""
 
-    def __init__(self, stalled: bool = False) -> None:
+    def __init__(self, stalled: bool = False, direct: bool = False) -> None:
         self.sent: list[MutableMapping[str, Any]] = []
         self.stalled = stalled
+        self.direct = direct
+        self.paused = False
+        self.batches: list[list[str]] = []
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.incoming.put_nowait({"type": "websocket.connect"})
 
@@ -50,8 +56,22 @@ class Socket:
             await asyncio.Event().wait()
         self.sent.append(message)
 
+    def write_frames(self, texts: Sequence[str]) -> bool:
+        if self.paused or self.stalled:
+            return False
+        self.batches.append(list(texts))
+        self.sent.extend({"type": "websocket.send", "text": text} for text in texts)
+        return True
+
     async def websocket(self) -> WebSocket:
-        scope = {"type": "websocket", "path": "/", "headers": [], "query_string": b""}
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "path": "/",
+            "headers": [],
+            "query_string": b"",
+        }
+        if self.direct:
+            scope["extensions"] = {WRITE_FRAMES: self.write_frames}
         ws = WebSocket(scope, self.receive, self.send)
         await ws.accept()
         CHANNELS[id(ws)] = self

@@ -5,10 +5,17 @@ pub/sub, echoes and acks never wait on a client. The queue is measured in bytes;
 frame that would take it past `max_queued_bytes` closes the connection as a slow
 consumer instead of growing memory.
 
-An idle socket holds no task of its own besides the one serving it (which reads,
-see `endpoint`): the writer task exists only while there is something to send, and
-ends when the queue is empty. A task and its frames cost about 2 KiB, and most
-sockets are idle most of the time (issue 5: memory per idle socket).
+On uvicorn (`runtime.websocket_protocol`, `WRITE_FRAMES`), a frame sent while nothing
+is queued goes straight to the transport if it takes it (not paused): no queue, no
+task, no ASGI send stack (issue 13: those were most of what a delivery cost over bare
+uvicorn's). Otherwise (paused: the client reads slowly; or another server) the frame
+is queued and a writer task sends the queue, waiting for the transport with the ASGI
+send, and writing what has piled up in batches of up to `WRITE_BATCH_BYTES` in one
+`transport.write` whenever the transport takes them. The writer exists only while
+there is something to send, and ends when the queue is empty. An idle socket holds
+no task of its own besides the one serving it (which reads, see `endpoint`): a task
+and its frames cost about 2 KiB, and most sockets are idle most of the time (issue
+5: memory per idle socket).
 
 `close` drops what is queued and stops the reading (`interrupt`); the serving task
 then sends the error frame and the close itself (`finish`). A client that takes
@@ -29,7 +36,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Set
+from collections.abc import Callable, Sequence, Set
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -40,6 +47,16 @@ NOBODY: frozenset[str] = frozenset()
 
 # What a send to a client that has gone raises (uvicorn's ClientDisconnected is an OSError).
 SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)
+
+# The scope extension of a server that writes text frames at once, without the ASGI
+# send: a callable taking a sequence of frames, True if it wrote them all (in order,
+# in one write), False if it wrote none (`runtime.websocket_protocol`).
+WRITE_FRAMES = "agora.websocket.write_frames"
+
+# At most this many bytes of queued frames per write: past the transport's high-water
+# mark the rest waits in the queue, counted against `max_queued_bytes`, so that a
+# slow client's backlog is cut as a slow consumer instead of buffered by the transport.
+WRITE_BATCH_BYTES = 64 * 1024
 
 
 def frame_cost(frame: str) -> int:
@@ -73,6 +90,7 @@ class Connection:
         "session_iat",
         "session_jti",
         "user_id",
+        "write_frames",
         "ws",
     )
 
@@ -98,6 +116,8 @@ class Connection:
         self.max_queued_bytes = max_queued_bytes
         self.close_grace = close_grace
         self.opened_at = time.monotonic()
+        extensions = ws.scope.get("extensions") or {}
+        self.write_frames: Callable[[Sequence[str]], bool] | None = extensions.get(WRITE_FRAMES)
         self.queued_bytes = 0
         self.closing: CloseReason | None = None
         self.broken = False  # a send failed: the client is gone, nothing more to say
@@ -109,9 +129,15 @@ class Connection:
         self._drained: asyncio.Future[None] | None = None  # while the reader waits
 
     def send(self, frame: str) -> bool:
-        """Queue a text frame; False if it was dropped (closing, or over the limit)."""
+        """Send a text frame, or queue it; False if it was dropped (closing, or over
+        the limit). With nothing queued (no writer), it goes out at once if the
+        transport takes it: it is behind nothing."""
         if self.closing is not None or self.broken or self.restarting:
             return False
+        if self._writer is None:
+            write = self.write_frames
+            if write is not None and write((frame,)):
+                return True
         cost = frame_cost(frame)
         if self.queued_bytes + cost > self.max_queued_bytes:
             self.close(SLOW_CONSUMER)
@@ -242,9 +268,33 @@ class Connection:
 
     async def _write(self) -> None:
         queue = self._queue
+        write = self.write_frames
         while queue and self.closing is None and not self.broken:
-            frame = queue.popleft()
-            self.queued_bytes -= frame_cost(frame)
-            if self.queued_bytes <= self.max_queued_bytes // 4:
-                self._release()
+            if write is not None:  # what has piled up, in one write if the transport takes it
+                batch, cost = take_batch(queue)
+                if write(batch):
+                    for _ in batch:
+                        queue.popleft()
+                    self._sent(cost)
+                    continue
+            frame = queue.popleft()  # waits for the transport, or raises if it is gone
+            self._sent(frame_cost(frame))
             await self.ws.send_text(frame)
+
+    def _sent(self, cost: int) -> None:
+        self.queued_bytes -= cost
+        if self.queued_bytes <= self.max_queued_bytes // 4:
+            self._release()
+
+
+def take_batch(queue: deque[str]) -> tuple[list[str], int]:
+    """The first frames of `queue` up to `WRITE_BATCH_BYTES` (at least one), and their cost."""
+    batch: list[str] = []
+    cost = 0
+    for frame in queue:
+        size = frame_cost(frame)
+        if batch and cost + size > WRITE_BATCH_BYTES:
+            break
+        batch.append(frame)
+        cost += size
+    return batch, cost

@@ -16,6 +16,14 @@ protocol stops reading, and tells the app after the frames it has already read
 (`codes.SERVER_RESTART`'s disconnect): the app answers them, sends what it queued, and
 closes with 1012 itself (`realtime.connection.Connection.finish`). An app that has not
 closed within `abort_after` is closed for (1012), then aborted `abort_after` later.
+
+The app may also write text frames without the ASGI `send` (`connection.WRITE_FRAMES`
+in the scope's extensions): straight to the transport, in one `transport.write`, with
+no task and no coroutine per frame, whenever the transport takes them at once (not
+paused); otherwise the app awaits `send` as usual. Without an extension negotiated
+(`agora serve` turns permessage-deflate off) a server's text frame is a header and
+the UTF-8 text: it is built here (`text_frame`, byte for byte `websockets`'s), once
+for a frame fanned out to many sockets, instead of by `websockets` for each socket.
 """
 
 from __future__ import annotations
@@ -26,16 +34,41 @@ import functools
 import socket
 import struct
 from asyncio import BaseTransport, TimerHandle
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from agora.realtime.codes import SERVER_RESTART
+from agora.realtime.connection import WRITE_FRAMES
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
 
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
+TEXT_FIN = 0x81  # FIN, opcode 1 (text): a whole text frame
+
+_last_frame: tuple[str, bytes] = ("", bytes((TEXT_FIN, 0)))  # the last text framed, its frame
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked text frame, as a server sends it (RFC 6455 §5.2). The same text
+    object sent to many sockets (a fan-out) is framed once: the last one is kept."""
+    global _last_frame
+    last = _last_frame  # one tuple, read and replaced whole
+    if last[0] is text:
+        return last[1]
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        frame = bytes((TEXT_FIN, size)) + payload
+    elif size < 1 << 16:
+        frame = struct.pack("!BBH", TEXT_FIN, 126, size) + payload
+    else:
+        frame = struct.pack("!BBQ", TEXT_FIN, 127, size) + payload
+    _last_frame = (text, frame)
+    return frame
 
 
 class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -79,11 +112,38 @@ class AbortingWebSocketProtocol(WebSocketsSansIOProtocol):
     # Every way a connection ends in uvicorn: the app is done, a pong is missed, the server
     # shuts down. (A close the app sends is followed by the app's return: `run_asgi`.)
     async def run_asgi(self) -> None:
+        self.scope["extensions"][WRITE_FRAMES] = self.write_frames  # type: ignore[assignment]
         try:
             await super().run_asgi()
         finally:
             self.stop_draining()
             self.abort_later()
+
+    def write_frames(self, texts: Sequence[str]) -> bool:
+        """Text frames out now, in one write, if the socket takes them now: open, no
+        close sent, the transport not paused. False if not: nothing was written, and
+        the app sends them with the ASGI `send`, which waits or raises as it should."""
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.writable.is_set()
+            or not self.open_to_app()
+            or self.transport.is_closing()
+        ):
+            return False
+        conn = self.conn
+        if conn.state is not State.OPEN:  # the peer's close came in: nothing more
+            return False
+        if conn.extensions:  # permessage-deflate: `websockets` compresses each frame
+            for text in texts:
+                conn.send_text(text.encode())
+            self.transport.write(b"".join(conn.data_to_send()))
+            return True
+        if len(texts) == 1:
+            self.transport.write(text_frame(texts[0]))
+        else:
+            self.transport.write(b"".join(map(text_frame, texts)))
+        return True
 
     def start_keepalive(self) -> None:
         # Called once the upgrade is sent. uvicorn keeps the handshake's request and

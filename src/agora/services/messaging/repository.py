@@ -16,12 +16,25 @@ the first write) or fail to upgrade its lock under concurrency.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import FromClause
 
@@ -39,6 +52,42 @@ messages = cast(Table, MsgMessage.__table__)
 media = cast(Table, MsgMedia.__table__)
 
 Executor = AsyncSession | AsyncConnection
+
+
+def _contacts_among() -> Select[Any]:
+    # Built once: building it (two aliases, a join) cost more than running it, and the
+    # social socket asks it for every chat frame (issue 13).
+    mine = members.alias("mine")
+    theirs = members.alias("theirs")
+    return (
+        select(theirs.c.user_id)
+        .distinct()
+        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+        .where(
+            mine.c.user_id == bindparam("user_id"),
+            theirs.c.user_id.in_(bindparam("others", expanding=True)),
+        )
+    )
+
+
+CONTACTS_AMONG = _contacts_among()
+
+
+CONTACTS_AMONG_SQLITE = """
+SELECT DISTINCT theirs.user_id FROM msg_members AS mine
+JOIN msg_members AS theirs ON theirs.conversation_id = mine.conversation_id
+WHERE mine.user_id = :user_id AND theirs.user_id IN ({ids})
+"""
+
+
+@functools.lru_cache(maxsize=64)
+def contacts_among_sqlite(count: int) -> str:
+    """`CONTACTS_AMONG` for SQLite's driver, with `count` named ids `:o0`, `:o1`, ...
+    (placeholders only: the ids are bound, never written into the text)."""
+    ids = ", ".join(f":o{i}" for i in range(count))
+    return CONTACTS_AMONG_SQLITE.replace("{ids}", ids)
+
+
 MICROSECOND = timedelta(microseconds=1)
 
 MESSAGE_FIELDS = (
@@ -131,16 +180,20 @@ class MessagingRepository:
         return found
 
     async def contacts_among(self, user_id: str, others: Collection[str]) -> set[str]:
-        """Those of `others` who are members of a conversation `user_id` is a member of."""
-        mine = members.alias("mine")
-        theirs = members.alias("theirs")
-        rows = await self._all(
-            select(theirs.c.user_id)
-            .distinct()
-            .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
-            .where(mine.c.user_id == user_id, theirs.c.user_id.in_(list(others)))
-        )
-        return {row.user_id for row in rows}
+        """Those of `others` who are members of a conversation `user_id` is a member of.
+        On SQLite on the driver's connection: one hop to aiosqlite's thread, not the
+        four of SQLAlchemy's adapter (the social socket asks this per chat frame)."""
+        others = list(others)
+        if isinstance(self.executor, AsyncConnection) and self.executor.dialect.name == "sqlite":
+            raw = await self.executor.get_raw_connection()
+            assert raw.driver_connection is not None
+            params = {"user_id": user_id} | {f"o{i}": other for i, other in enumerate(others)}
+            rows = await raw.driver_connection.execute_fetchall(
+                contacts_among_sqlite(len(others)), params
+            )
+            return {row[0] for row in rows}
+        result = await self.executor.execute(CONTACTS_AMONG, {"user_id": user_id, "others": others})
+        return {row.user_id for row in result}
 
     async def conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._first(select(conversations).where(conversations.c.id == conversation_id))
