@@ -357,9 +357,8 @@ class RecordingPubSub(MemoryPubSub):
         await super().publish_many(messages)
 
 
-async def test_a_publish_is_one_pubsub_message_whatever_the_members() -> None:
-    """Each instance reads the one message and builds each local member's frame."""
-    pubsub = RecordingPubSub()
+async def started_fanout(pubsub: RecordingPubSub) -> tuple[Hub, MessagingFanout]:
+    """A started fan-out on `pubsub`, with its hub (memory presence)."""
     router = ChannelRouter(pubsub)
     hub = Hub(router, "t:messaging:user:")
     tracker = PresenceTracker(
@@ -368,6 +367,13 @@ async def test_a_publish_is_one_pubsub_message_whatever_the_members() -> None:
     fanout = MessagingFanout(hub, tracker)
     await fanout.start()
     await router.start()
+    return hub, fanout
+
+
+async def test_a_publish_is_one_pubsub_message_whatever_the_members() -> None:
+    """Each instance reads the one message and builds each local member's frame."""
+    pubsub = RecordingPubSub()
+    hub, fanout = await started_fanout(pubsub)
     members = [await connection(Socket(), user_id) for user_id in ("a", "b", "c", "c")]
     for conn in members:
         await hub.add(conn)
@@ -411,14 +417,7 @@ async def test_publishes_are_queued_in_order_and_sent_together() -> None:
     """A publish returns once queued; what queues while one is sent goes out in one call,
     in order; a conversation:updated waits for its own send; stop sends what is left."""
     pubsub = SlowPubSub()
-    router = ChannelRouter(pubsub)
-    hub = Hub(router, "t:messaging:user:")
-    tracker = PresenceTracker(
-        MemoryPresence(), router, hub, channel_prefix="t:presence:", ttl=5, recheck_interval=60
-    )
-    fanout = MessagingFanout(hub, tracker)
-    await fanout.start()
-    await router.start()
+    hub, fanout = await started_fanout(pubsub)
     device = await connection(Socket(), "a")
     await hub.add(device)
     fanout.join(device)
