@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import FromClause
 
+from agora.db import driver
 from agora.services.messaging.domain import (
     Conversation,
     ConversationSummary,
@@ -185,11 +186,9 @@ class MessagingRepository:
         four of SQLAlchemy's adapter (the social socket asks this per chat frame)."""
         others = list(others)
         if isinstance(self.executor, AsyncConnection) and self.executor.dialect.name == "sqlite":
-            raw = await self.executor.get_raw_connection()
-            assert raw.driver_connection is not None
             params = {"user_id": user_id} | {f"o{i}": other for i, other in enumerate(others)}
-            rows = await raw.driver_connection.execute_fetchall(
-                contacts_among_sqlite(len(others)), params
+            rows = await driver.sqlite_fetchall(
+                self.executor, contacts_among_sqlite(len(others)), params
             )
             return {row[0] for row in rows}
         result = await self.executor.execute(CONTACTS_AMONG, {"user_id": user_id, "others": others})

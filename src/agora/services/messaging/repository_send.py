@@ -183,9 +183,7 @@ class SendRepository:
         PostgreSQL: asyncpg's own call, agora/db/driver.py)."""
         if self.connection.dialect.name == "sqlite":
             params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
-            raw = await self.connection.get_raw_connection()
-            assert raw.driver_connection is not None
-            rows = list(await raw.driver_connection.execute_fetchall(CHECK_SQL, params))
+            rows = await driver.sqlite_fetchall(self.connection, CHECK_SQL, params)
             found = rows[0] if rows else None
         else:
             found = await driver.fetchrow(
@@ -247,11 +245,8 @@ class SendRepository:
         would (`_sqlite_time`: its storage format for UTC datetimes)."""
         values = _values(message)
         values["now"] = _sqlite_time(self.connection.dialect)(values["now"])
-        raw = await self.connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
         keys = {name: values[name] for name in ("cid", "author", "client_id", "now")}
-        rows = list(await driver.execute_fetchall(ADVANCE_SQLITE_SQL, keys))
+        rows = await driver.sqlite_fetchall(self.connection, ADVANCE_SQLITE_SQL, keys)
         if not rows:
             earlier = (await self.connection.execute(EARLIER_SEQ, keys)).first()
             if earlier is not None:
@@ -259,9 +254,11 @@ class SendRepository:
             return StoreResult(StoreOutcome.NOT_MEMBER)
         seq, version, members_version = (int(x) for x in rows[0])
         values["seq"], values["version"] = seq, version
-        await driver.execute_fetchall(INSERT_SQLITE_SQL, values)
-        await driver.execute_fetchall(
-            MOVE_CURSOR_SQLITE_SQL, {"cid": values["cid"], "author": values["author"], "seq": seq}
+        await driver.sqlite_fetchall(self.connection, INSERT_SQLITE_SQL, values)
+        await driver.sqlite_fetchall(
+            self.connection,
+            MOVE_CURSOR_SQLITE_SQL,
+            {"cid": values["cid"], "author": values["author"], "seq": seq},
         )
         return StoreResult(StoreOutcome.STORED_NEW, seq, version, members_version)
 
