@@ -40,13 +40,7 @@ def draft(conversation_id: str, author: Actor, client_id: str, text: str = "hi")
 
 
 async def store(world: World, message: Message) -> StoreResult:
-    """One store as the service runs it: its own connection (autocommit on PostgreSQL,
-    one transaction on SQLite)."""
-    if world.db.is_postgres:
-        async with world.db.single_read() as connection:
-            return await SendRepository(connection).store_message(message)
-    async with world.db.connection_transaction() as connection:
-        return await SendRepository(connection).store_message(message)
+    return await SendRepository(world.db).store_message(message)
 
 
 async def state(world: World, conversation_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One statement on the driver's own connection (asyncpg; aiosqlite), under SQLAlchemy's pool.
+"""One statement on asyncpg's own connection, under SQLAlchemy's pool.
 
 For the hottest statements only (a message's send, issue 13): SQLAlchemy's execution
 path (the execution context, the DBAPI adapter, its greenlet hop, the result wrapper)
@@ -25,14 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:
     from asyncpg import Record
-
-
-async def sqlite_fetchall(connection: AsyncConnection, sql: str, params: Any) -> list[Any]:
-    """The rows of `sql` run with `params` on `connection`'s aiosqlite connection: one hop
-    to aiosqlite's thread, where SQLAlchemy's adapter makes four (issue 13)."""
-    raw = await connection.get_raw_connection()
-    assert raw.driver_connection is not None
-    return list(await raw.driver_connection.execute_fetchall(sql, params))
 
 
 async def fetchrow(connection: AsyncConnection, sql: str, *args: Any) -> Record | None:

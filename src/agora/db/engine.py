@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, DateTime, MetaData, event
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -19,6 +21,15 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from agora.db.sqlite_inline import Busy, Execute, InlineSqlite
+
+log = logging.getLogger("agora.db")
+T = TypeVar("T")
+
+# Inline commits between two checkpoints (sqlite_inline.py): a send writes about five
+# pages, so about SQLite's own default of 1,000 WAL pages.
+CHECKPOINT_EVERY = 200
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -84,10 +95,23 @@ def create_engine(url: str) -> AsyncEngine:
     )
 
 
+def _sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database (or a URI with options),
+    which only the pool's connections can see."""
+    if url.get_backend_name() != "sqlite" or url.query:
+        return None
+    if not url.database or url.database == ":memory:":
+        return None
+    return url.database
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        sqlite_file = _sqlite_file(make_url(url))
+        self._inline = InlineSqlite(sqlite_file) if sqlite_file is not None else None
+        self._checkpoint: asyncio.Task[None] | None = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Same pool, no BEGIN/ROLLBACK around each statement: for single-statement reads
         # on hot paths, where those two round trips cost more than the query itself.
@@ -123,5 +147,52 @@ class Database:
         async with self.engine.begin() as connection:
             yield connection
 
+    async def run_sqlite(self, work: Callable[[Execute], T], *, write: bool) -> T:
+        """`work`, a few short statements on SQLite (sqlite_inline.py), on the loop's
+        thread when no lock is in the way (no hop to a driver thread); else, and for an
+        in-memory database, on a pooled connection where waiting is allowed (in a
+        transaction when it writes)."""
+        if self._inline is not None:
+            try:
+                result = self._inline.run(work, write=write)
+            except Busy:
+                pass
+            else:
+                if write:
+                    self._checkpoint_when_due(self._inline)
+                return result
+        context = self.connection_transaction() if write else self.single_read()
+        async with context as connection:
+            return await connection.run_sync(lambda pooled: work(_pooled_executor(pooled)))
+
+    def _checkpoint_when_due(self, inline: InlineSqlite) -> None:
+        """The inline connection never checkpoints (it would sync the disk on the loop's
+        thread): a pooled connection does, in its driver's thread."""
+        if inline.commits_since_checkpoint < CHECKPOINT_EVERY or self._checkpoint is not None:
+            return
+        inline.commits_since_checkpoint = 0
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            async with self.single_read() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # the next one is due in CHECKPOINT_EVERY commits
+            log.warning("WAL checkpoint failed", exc_info=True)
+        finally:
+            self._checkpoint = None
+
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+        if self._inline is not None:
+            self._inline.close()
         await self.engine.dispose()
+
+
+def _pooled_executor(connection: Connection) -> Execute:
+    def execute(sql: str, params: Any) -> list[Any]:
+        result = connection.exec_driver_sql(sql, params)
+        return list(result.fetchall()) if result.returns_rows else []
+
+    return execute

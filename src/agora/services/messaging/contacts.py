@@ -3,10 +3,11 @@ read in this process's database (messaging's tables)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 from agora.db.engine import Database
-from agora.services.messaging.repository import MessagingRepository
+from agora.services.messaging.repository import MessagingRepository, contacts_among_on_sqlite
 
 MAX_ASKED = 1000  # ids per question: a frame carries far fewer (social's presence limit)
 
@@ -19,5 +20,8 @@ class ConversationContacts:
         asked = [other for other in dict.fromkeys(others) if other != user_id][:MAX_ASKED]
         if not asked:
             return set()
+        if not self.database.is_postgres:
+            among = functools.partial(contacts_among_on_sqlite, user_id, asked)
+            return await self.database.run_sqlite(among, write=False)
         async with self.database.single_read() as connection:
             return await MessagingRepository(connection).contacts_among(user_id, asked)

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import FromClause
 
-from agora.db import driver
+from agora.db.sqlite_inline import Execute
 from agora.services.messaging.domain import (
     Conversation,
     ConversationSummary,
@@ -87,6 +87,13 @@ def contacts_among_sqlite(count: int) -> str:
     (placeholders only: the ids are bound, never written into the text)."""
     ids = ", ".join(f":o{i}" for i in range(count))
     return CONTACTS_AMONG_SQLITE.replace("{ids}", ids)
+
+
+def contacts_among_on_sqlite(user_id: str, others: list[str], execute: Execute) -> set[str]:
+    """`MessagingRepository.contacts_among` as a unit of work for `Database.run_sqlite`
+    (the social socket asks it per chat frame: two index lookups per id asked)."""
+    params = {"user_id": user_id} | {f"o{i}": other for i, other in enumerate(others)}
+    return {row[0] for row in execute(contacts_among_sqlite(len(others)), params)}
 
 
 MICROSECOND = timedelta(microseconds=1)
@@ -181,18 +188,10 @@ class MessagingRepository:
         return found
 
     async def contacts_among(self, user_id: str, others: Collection[str]) -> set[str]:
-        """Those of `others` who are members of a conversation `user_id` is a member of.
-        On SQLite on the driver's connection: one hop to aiosqlite's thread, not the
-        four of SQLAlchemy's adapter (the social socket asks this per chat frame)."""
-        others = list(others)
-        if isinstance(self.executor, AsyncConnection) and self.executor.dialect.name == "sqlite":
-            params = {"user_id": user_id} | {f"o{i}": other for i, other in enumerate(others)}
-            rows = await driver.sqlite_fetchall(
-                self.executor, contacts_among_sqlite(len(others)), params
-            )
-            return {row[0] for row in rows}
-        result = await self.executor.execute(CONTACTS_AMONG, {"user_id": user_id, "others": others})
-        return {row.user_id for row in result}
+        """Those of `others` who are members of a conversation `user_id` is a member of
+        (on SQLite, `contacts_among_on_sqlite` is the same, run without a driver hop)."""
+        params = {"user_id": user_id, "others": list(others)}
+        return {row.user_id for row in await self.executor.execute(CONTACTS_AMONG, params)}
 
     async def conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._first(select(conversations).where(conversations.c.id == conversation_id))

@@ -3,11 +3,11 @@
 `check_send` is one read (is the author a member, and did they already send this client
 id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
 checks membership, advances the conversation's counters, inserts the message, moves the
-author's read cursor and returns the conversation's `members_version`; on SQLite one
-transaction of three statements on one connection (SQLite has no data-modifying CTE),
-sent on the driver's own connection (aiosqlite) under SQLAlchemy's transaction: each
-statement through SQLAlchemy's adapter is three or four hops to aiosqlite's thread,
-directly one (the SQL is then written out here, and times bound as SQLAlchemy binds them).
+author's read cursor and returns the conversation's `members_version`, run on asyncpg's
+own call (agora/db/driver.py); on SQLite one transaction of three statements (SQLite has
+no data-modifying CTE), run on the event loop's thread when no lock is in the way
+(`Database.run_sqlite`, agora/db/sqlite_inline.py: a hop to aiosqlite's thread per
+statement cost several times the statements themselves).
 
 Guarantees, on both backends:
 
@@ -36,18 +36,18 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agora.db import driver
-from agora.db.engine import UTCDateTime
+from agora.db.engine import Database, UTCDateTime
+from agora.db.sqlite_inline import Execute
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository import (
     MessagingRepository,
     conversations,
     members,
-    messages,
 )
 
 
@@ -136,11 +136,10 @@ LEFT JOIN msg_messages AS earlier
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
 CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
-_EARLIER = and_(
-    messages.c.conversation_id == bindparam("cid"),
-    messages.c.author_id == bindparam("author"),
-    messages.c.client_id == bindparam("client_id"),
-)
+EARLIER_SEQ_SQLITE_SQL = """
+SELECT seq FROM msg_messages WHERE conversation_id = :cid AND author_id = :author
+  AND client_id = :client_id
+"""
 ADVANCE_SQLITE_SQL = """
 UPDATE msg_conversations
 SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
@@ -161,7 +160,6 @@ MOVE_CURSOR_SQLITE_SQL = """
 UPDATE msg_members SET read_seq = :seq
 WHERE conversation_id = :cid AND user_id = :author AND read_seq < :seq
 """
-EARLIER_SEQ = select(messages.c.seq).where(_EARLIER)
 MEMBERS_WITH_VERSION = (
     select(conversations.c.members_version, members.c.user_id)
     .select_from(conversations.outerjoin(members, members.c.conversation_id == conversations.c.id))
@@ -171,45 +169,51 @@ MEMBERS_WITH_VERSION = (
 
 
 class SendRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
+    """The send's statements, each where its backend runs it cheapest (module docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def check_send(
         self, conversation_id: str, author_id: str, client_id: str
     ) -> tuple[bool, Message | None]:
         """(is `author_id` a member, the message they stored under `client_id` if any):
-        one statement, the membership row joined to the earlier message's id, on the
-        driver's connection (SQLite: one hop to aiosqlite's thread, see `_store_sqlite`;
-        PostgreSQL: asyncpg's own call, agora/db/driver.py)."""
-        if self.connection.dialect.name == "sqlite":
-            params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
-            rows = await driver.sqlite_fetchall(self.connection, CHECK_SQL, params)
-            found = rows[0] if rows else None
+        one statement, the membership row joined to the earlier message's id."""
+        if self.db.is_postgres:
+            async with self.db.single_read() as connection:
+                found = await driver.fetchrow(
+                    connection, CHECK_PG, conversation_id, author_id, client_id
+                )
         else:
-            found = await driver.fetchrow(
-                self.connection, CHECK_PG, conversation_id, author_id, client_id
-            )
+            params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
+            rows = await self.db.run_sqlite(lambda execute: execute(CHECK_SQL, params), write=False)
+            found = rows[0] if rows else None
         if found is None:
             return False, None
         earlier_id = found[0]
         if earlier_id is None:
             return True, None
-        return True, await MessagingRepository(self.connection).message(conversation_id, earlier_id)
+        async with self.db.single_read() as connection:  # a resend: rare
+            return True, await MessagingRepository(connection).message(conversation_id, earlier_id)
 
     async def store_message(self, message: Message) -> StoreResult:
         """Store `message` (its seq and version are taken here, the ones given are
-        ignored); see the module docstring. Run on an AUTOCOMMIT connection on PostgreSQL
-        (the statement is its own transaction), in a transaction on SQLite."""
-        if self.connection.dialect.name == "postgresql":
-            return await self._store_postgres(message)
-        return await self._store_sqlite(message)
+        ignored); see the module docstring. On PostgreSQL the statement is its own
+        transaction (an AUTOCOMMIT connection); on SQLite one transaction."""
+        if self.db.is_postgres:
+            async with self.db.single_read() as connection:
+                return await self._store_postgres(connection, message)
+        values = _values(message)
+        # Bound as SQLAlchemy binds a UTCDateTime here: the same text in every row.
+        values["now"] = _sqlite_time(self.db.engine.dialect)(values["now"])
+        return await self.db.run_sqlite(functools.partial(_store_sqlite, values), write=True)
 
-    async def _store_postgres(self, message: Message) -> StoreResult:
+    async def _store_postgres(self, connection: AsyncConnection, message: Message) -> StoreResult:
         """`STORE_PG` on asyncpg's own call (agora/db/driver.py: SQLAlchemy's execution
         path cost more CPU than the statement); a unique-index race still raises
         SQLAlchemy's `IntegrityError`."""
         row = await driver.fetchrow(
-            self.connection,
+            connection,
             STORE_PG,
             message.conversation_id,
             message.author_id,
@@ -234,38 +238,27 @@ class SendRepository:
             return StoreResult(StoreOutcome.STORED, int(row["stored_seq"]))
         return StoreResult(StoreOutcome.RETRY)
 
-    async def _store_sqlite(self, message: Message) -> StoreResult:
-        """Three statements in the caller's transaction; the first takes SQLite's write
-        lock (see repository.py), so the checks in its WHERE are made under it.
-
-        Run on the driver's connection (aiosqlite, under the caller's SQLAlchemy
-        transaction, which commits it): one hop to aiosqlite's thread per statement,
-        where SQLAlchemy's adapter makes three or four (cursor, execute, fetch, close);
-        half the CPU of this path (issue 13). The parameters are bound as SQLAlchemy
-        would (`_sqlite_time`: its storage format for UTC datetimes)."""
-        values = _values(message)
-        values["now"] = _sqlite_time(self.connection.dialect)(values["now"])
-        keys = {name: values[name] for name in ("cid", "author", "client_id", "now")}
-        rows = await driver.sqlite_fetchall(self.connection, ADVANCE_SQLITE_SQL, keys)
-        if not rows:
-            earlier = (await self.connection.execute(EARLIER_SEQ, keys)).first()
-            if earlier is not None:
-                return StoreResult(StoreOutcome.STORED, int(earlier.seq))
-            return StoreResult(StoreOutcome.NOT_MEMBER)
-        seq, version, members_version = (int(x) for x in rows[0])
-        values["seq"], values["version"] = seq, version
-        await driver.sqlite_fetchall(self.connection, INSERT_SQLITE_SQL, values)
-        await driver.sqlite_fetchall(
-            self.connection,
-            MOVE_CURSOR_SQLITE_SQL,
-            {"cid": values["cid"], "author": values["author"], "seq": seq},
-        )
-        return StoreResult(StoreOutcome.STORED_NEW, seq, version, members_version)
-
     async def members_with_version(self, conversation_id: str) -> tuple[int, list[str]] | None:
         """The conversation's `members_version` and member ids (in the order they joined),
         read in one statement; None if there is no such conversation."""
-        rows = (await self.connection.execute(MEMBERS_WITH_VERSION, {"cid": conversation_id})).all()
+        async with self.db.single_read() as connection:
+            rows = (await connection.execute(MEMBERS_WITH_VERSION, {"cid": conversation_id})).all()
         if not rows:
             return None
         return int(rows[0].members_version), [r.user_id for r in rows if r.user_id is not None]
+
+
+def _store_sqlite(values: dict[str, Any], execute: Execute) -> StoreResult:
+    """Three statements in one transaction (the caller's); the first takes SQLite's
+    write lock, so the checks in its WHERE are made under it."""
+    keys = {name: values[name] for name in ("cid", "author", "client_id", "now")}
+    rows = execute(ADVANCE_SQLITE_SQL, keys)
+    if not rows:
+        earlier = execute(EARLIER_SEQ_SQLITE_SQL, keys)
+        if earlier:
+            return StoreResult(StoreOutcome.STORED, int(earlier[0][0]))
+        return StoreResult(StoreOutcome.NOT_MEMBER)
+    seq, version, members_version = (int(x) for x in rows[0])
+    execute(INSERT_SQLITE_SQL, values | {"seq": seq, "version": version})
+    execute(MOVE_CURSOR_SQLITE_SQL, {"cid": values["cid"], "author": values["author"], "seq": seq})
+    return StoreResult(StoreOutcome.STORED_NEW, seq, version, members_version)

@@ -150,10 +150,9 @@ class MessagingService(ConversationRules, MediaUploads):
         if not isinstance(client_id, str) or not validation.is_client_id(client_id):
             await self._require_member(actor, conversation_id)  # then the 422
             return None
-        async with self.db.single_read() as connection:
-            member, stored = await SendRepository(connection).check_send(
-                conversation_id, actor.user_id, client_id
-            )
+        member, stored = await SendRepository(self.db).check_send(
+            conversation_id, actor.user_id, client_id
+        )
         if not member:
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
         return stored
@@ -163,12 +162,7 @@ class MessagingService(ConversationRules, MediaUploads):
         run again when a membership change committed while it waited (a few times at
         most: each retry sees that change)."""
         for _ in range(STORE_ATTEMPTS):
-            if self.db.is_postgres:
-                async with self.db.single_read() as connection:
-                    result = await SendRepository(connection).store_message(draft)
-            else:
-                async with self.db.connection_transaction() as connection:
-                    result = await SendRepository(connection).store_message(draft)
+            result = await SendRepository(self.db).store_message(draft)
             if result.outcome is not StoreOutcome.RETRY:
                 return result
         raise ServiceUnavailable("The conversation is changing; try again")
@@ -184,8 +178,7 @@ class MessagingService(ConversationRules, MediaUploads):
         cached = self.member_lists.get(conversation_id, members_version)
         if cached is not None:
             return cached
-        async with self.db.single_read() as connection:
-            loaded = await SendRepository(connection).members_with_version(conversation_id)
+        loaded = await SendRepository(self.db).members_with_version(conversation_id)
         assert loaded is not None  # conversations are never removed
         version, member_ids = loaded
         self.member_lists.put(conversation_id, version, member_ids)
