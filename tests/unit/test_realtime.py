@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import jwt
@@ -275,6 +276,31 @@ async def test_recheck_finds_users_whose_entries_expired() -> None:
     await tracker.recheck()
     await asyncio.sleep(0.01)
     assert sent(watcher) == [{"type": "presence.leave", "userId": "gone"}]
+
+
+async def test_online_asks_the_store_only_about_users_with_no_device_here() -> None:
+    """A message's offline check asks about every member: those with a device on this
+    instance are online without a round trip to the store."""
+    presence = MemoryPresence()
+    router = ChannelRouter(MemoryPubSub())
+    hub = Hub(router, "t:user:")
+    tracker = PresenceTracker(
+        presence, router, hub, channel_prefix="t:presence:", ttl=5, recheck_interval=60
+    )
+    await presence.join("elsewhere", "device-on-another-instance", 5)
+    await hub.add(await connection(Socket(), "here"))
+    asked: list[list[str]] = []
+    store_online = presence.online
+
+    async def counted(user_ids: Iterable[str]) -> set[str]:
+        asked.append(list(user_ids))
+        return await store_online(asked[-1])
+
+    presence.online = counted  # type: ignore[method-assign]
+    assert await tracker.online(["here", "elsewhere", "offline"]) == {"here", "elsewhere"}
+    assert asked == [["elsewhere", "offline"]]
+    assert await tracker.online(["here"]) == {"here"}
+    assert len(asked) == 1  # nobody to ask about
 
 
 # --- tickets ----------------------------------------------------------------------------
