@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, DateTime, MetaData, event
 from sqlalchemy.engine import URL, make_url
@@ -22,7 +22,11 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from agora.db.driver import AsyncpgStatements
 from agora.db.sqlite_inline import Busy, Execute, InlineSqlite
+
+if TYPE_CHECKING:
+    from asyncpg import Record
 
 log = logging.getLogger("agora.db")
 T = TypeVar("T")
@@ -112,6 +116,7 @@ class Database:
         sqlite_file = _sqlite_file(make_url(url))
         self._inline = InlineSqlite(sqlite_file) if sqlite_file is not None else None
         self._checkpoint: asyncio.Task[None] | None = None
+        self._statements = AsyncpgStatements(url) if self.is_postgres else None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Same pool, no BEGIN/ROLLBACK around each statement: for single-statement reads
         # on hot paths, where those two round trips cost more than the query itself.
@@ -146,6 +151,12 @@ class Database:
         statements, without a session's bookkeeping."""
         async with self.engine.begin() as connection:
             yield connection
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        """PostgreSQL: one statement (asyncpg's `$n` parameters) in its own transaction,
+        on asyncpg's own pool, for the hottest statements only (driver.py)."""
+        assert self._statements is not None, "asyncpg's statements are PostgreSQL's"
+        return await self._statements.fetchrow(sql, *args)
 
     async def run_sqlite(self, work: Callable[[Execute], T], *, write: bool) -> T:
         """`work`, a few short statements on SQLite (sqlite_inline.py), on the loop's
@@ -187,6 +198,8 @@ class Database:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
         if self._inline is not None:
             self._inline.close()
+        if self._statements is not None:
+            await self._statements.close()
         await self.engine.dispose()
 
 

@@ -4,7 +4,7 @@
 id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
 checks membership, advances the conversation's counters, inserts the message, moves the
 author's read cursor and returns the conversation's `members_version`, run on asyncpg's
-own call (agora/db/driver.py); on SQLite one transaction of three statements (SQLite has
+own pool (agora/db/driver.py); on SQLite one transaction of three statements (SQLite has
 no data-modifying CTE), run on the event loop's thread when no lock is in the way
 (`Database.run_sqlite`, agora/db/sqlite_inline.py: a hop to aiosqlite's thread per
 statement cost several times the statements themselves).
@@ -38,9 +38,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agora.db import driver
 from agora.db.engine import Database, UTCDateTime
 from agora.db.sqlite_inline import Execute
 from agora.services.messaging.domain import Message
@@ -66,7 +64,7 @@ class StoreResult:
     members_version: int = 0
 
 
-# asyncpg's parameters (run on the driver's connection, agora/db/driver.py): $1 the
+# asyncpg's parameters (run on asyncpg's own pool, agora/db/driver.py): $1 the
 # conversation, $2 the author, $3 the client id, $4 the message id, $5 its kind, $6 its
 # text, $7 its media id, $8 the time.
 STORE_PG = """
@@ -180,10 +178,7 @@ class SendRepository:
         """(is `author_id` a member, the message they stored under `client_id` if any):
         one statement, the membership row joined to the earlier message's id."""
         if self.db.is_postgres:
-            async with self.db.single_read() as connection:
-                found = await driver.fetchrow(
-                    connection, CHECK_PG, conversation_id, author_id, client_id
-                )
+            found = await self.db.fetchrow(CHECK_PG, conversation_id, author_id, client_id)
         else:
             params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
             rows = await self.db.run_sqlite(lambda execute: execute(CHECK_SQL, params), write=False)
@@ -201,19 +196,17 @@ class SendRepository:
         ignored); see the module docstring. On PostgreSQL the statement is its own
         transaction (an AUTOCOMMIT connection); on SQLite one transaction."""
         if self.db.is_postgres:
-            async with self.db.single_read() as connection:
-                return await self._store_postgres(connection, message)
+            return await self._store_postgres(message)
         values = _values(message)
         # Bound as SQLAlchemy binds a UTCDateTime here: the same text in every row.
         values["now"] = _sqlite_time(self.db.engine.dialect)(values["now"])
         return await self.db.run_sqlite(functools.partial(_store_sqlite, values), write=True)
 
-    async def _store_postgres(self, connection: AsyncConnection, message: Message) -> StoreResult:
-        """`STORE_PG` on asyncpg's own call (agora/db/driver.py: SQLAlchemy's execution
-        path cost more CPU than the statement); a unique-index race still raises
-        SQLAlchemy's `IntegrityError`."""
-        row = await driver.fetchrow(
-            connection,
+    async def _store_postgres(self, message: Message) -> StoreResult:
+        """`STORE_PG` on asyncpg's own pool (agora/db/driver.py: SQLAlchemy's execution
+        path and checkout cost more CPU than the statement); a unique-index race still
+        raises SQLAlchemy's `IntegrityError`."""
+        row = await self.db.fetchrow(
             STORE_PG,
             message.conversation_id,
             message.author_id,
