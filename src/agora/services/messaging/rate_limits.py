@@ -46,6 +46,8 @@ class MessagingLimits:
         self.messages_per_ip = limiter(
             "messages-ip", settings.messaging_messages_per_ip_per_hour, counters
         )
+        # Uploads are few and costly: counted exactly on the cache, without the batched
+        # counters' slack across processes (ports/counters.py).
         self.media_per_user = limiter("media-user", settings.messaging_media_per_hour)
         self.media_per_ip = limiter("media-ip", settings.messaging_media_per_ip_per_hour)
 
