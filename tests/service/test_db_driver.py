@@ -83,6 +83,16 @@ async def test_a_connection_left_in_a_transaction_is_reset_before_reuse(
         await db.close()
 
 
+def test_the_pool_connects_as_sqlalchemys_does() -> None:
+    """The URL's options mean the same on both pools (TLS included); SQLAlchemy's own
+    adapter options are not sent to PostgreSQL as server settings."""
+    url = "postgresql+asyncpg://u:p@db.example:5433/agora?ssl=require&prepared_statement_cache_size=50"
+    assert AsyncpgStatements(url).connect_kwargs == {
+        "host": "db.example", "port": 5433, "user": "u", "password": "p",
+        "database": "agora", "ssl": "require",
+    }  # fmt: skip
+
+
 async def test_an_unreachable_server_is_an_operational_error_then_recovers(
     postgres_url: str,
 ) -> None:

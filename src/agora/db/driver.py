@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 HOT_CONNECTIONS = 4  # one statement takes a few hundred µs: enough for one event loop
 CONNECT_TIMEOUT = 10.0
+# Query options of a SQLAlchemy URL that are its asyncpg adapter's, not asyncpg's.
+SQLALCHEMY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
 
 async def _nothing_to_reset(_connection: Connection) -> None:
@@ -44,7 +46,12 @@ class AsyncpgStatements:
     """`fetchrow` on a pool of asyncpg's own, opened at the first statement."""
 
     def __init__(self, url: str, *, max_size: int = HOT_CONNECTIONS) -> None:
-        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+        # What SQLAlchemy's asyncpg dialect passes to `asyncpg.connect` for this URL (so
+        # `?ssl=...` and the rest mean the same on both pools), less its own options.
+        parsed = make_url(url)
+        _, self.connect_kwargs = parsed.get_dialect()().create_connect_args(parsed)
+        for option in SQLALCHEMY_OPTIONS:
+            self.connect_kwargs.pop(option, None)
         self.max_size = max_size
         self._pool: asyncio.Future[Pool] | None = None
 
@@ -54,7 +61,7 @@ class AsyncpgStatements:
         if self._pool is None:
             self._pool = asyncio.ensure_future(
                 asyncpg.create_pool(
-                    self.dsn,
+                    **self.connect_kwargs,
                     min_size=1,
                     max_size=self.max_size,
                     timeout=CONNECT_TIMEOUT,
