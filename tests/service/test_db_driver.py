@@ -4,6 +4,7 @@ leaves no transaction behind on a pooled connection."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -102,5 +103,10 @@ async def test_an_unreachable_server_is_an_operational_error_then_recovers(
             await unreachable.fetchrow("SELECT 1")
         with pytest.raises(OperationalError):  # tried again, not a cached failure
             await unreachable.fetchrow("SELECT 1")
+        both = await asyncio.gather(
+            unreachable.fetchrow("SELECT 1"), unreachable.fetchrow("SELECT 1"),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert [type(error) for error in both] == [OperationalError, OperationalError]
     finally:
         await unreachable.close()

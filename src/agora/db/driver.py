@@ -58,8 +58,9 @@ class AsyncpgStatements:
     async def _opened(self) -> Pool:
         import asyncpg
 
-        if self._pool is None:
-            self._pool = asyncio.ensure_future(
+        opening = self._pool
+        if opening is None:
+            opening = self._pool = asyncio.ensure_future(
                 asyncpg.create_pool(
                     **self.connect_kwargs,
                     min_size=1,
@@ -69,9 +70,9 @@ class AsyncpgStatements:
                 )
             )
         try:
-            return await asyncio.shield(self._pool)
+            return await asyncio.shield(opening)
         except BaseException:
-            if self._pool.done():  # failed to open: the next statement tries again
+            if opening.done() and self._pool is opening:  # failed: the next one tries again
                 self._pool = None
             raise
 
