@@ -42,6 +42,17 @@ async def cache(backend: tuple[str, str, str]) -> AsyncIterator[Cache]:
             await drop_namespace(url, namespace)
 
 
+@pytest.fixture
+async def redis_cache(redis_url: str, redis_namespace: str) -> AsyncIterator[RedisCache]:
+    """A RedisCache alone in its key namespace, which is dropped after the test."""
+    store = RedisCache(redis_url, namespace=redis_namespace)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await drop_namespace(redis_url, redis_namespace)
+
+
 # --- both backends -----------------------------------------------------------------
 
 
@@ -266,24 +277,21 @@ async def test_redis_namespaces_do_not_see_each_other(redis_url: str, redis_name
 
 @pytest.mark.redis
 async def test_redis_error_reply_in_one_round_trip_raises_and_the_next_call_works(
-    redis_url: str, redis_namespace: str
+    redis_url: str, redis_namespace: str, redis_cache: RedisCache
 ) -> None:
     # A GETEX on a hash: Redis answers WRONGTYPE (a bug of ours, not an outage). The
     # replies after it must not be left for the next caller of the pooled connection.
     raw = aioredis.Redis.from_url(redis_url)
-    cache = RedisCache(redis_url, namespace=redis_namespace)
     try:
         await raw.hset(f"{redis_namespace}hash", "f", "v")
-        await cache.set("a", b"1", ttl=60)
-        await cache.set("b", b"2", ttl=60)
-        with pytest.raises(RedisResponseError, match="WRONGTYPE"):
-            await cache.get_many_and_touch(["a", "hash", "b"], {"hash": 60, "b": 60})
-        for _ in range(3):
-            assert await cache.get_many_and_touch(["b", "a"], {"a": 60}) == [b"2", b"1"]
     finally:
-        await cache.close()
         await raw.aclose()
-        await drop_namespace(redis_url, redis_namespace)
+    await redis_cache.set("a", b"1", ttl=60)
+    await redis_cache.set("b", b"2", ttl=60)
+    with pytest.raises(RedisResponseError, match="WRONGTYPE"):
+        await redis_cache.get_many_and_touch(["a", "hash", "b"], {"hash": 60, "b": 60})
+    for _ in range(3):
+        assert await redis_cache.get_many_and_touch(["b", "a"], {"a": 60}) == [b"2", b"1"]
 
 
 @pytest.mark.redis
@@ -308,12 +316,12 @@ async def test_redis_connection_dropped_during_the_round_trip_is_retried_once(
 
 @pytest.mark.redis
 async def test_redis_hot_read_keeps_a_few_connections_and_never_shares_one(
-    redis_url: str, redis_namespace: str
+    redis_cache: RedisCache,
 ) -> None:
     """The one-round-trip read takes its connection out of redis-py's pool once, not
     per call (the checkout cost a tenth of a publications read), keeps at most HOT_IDLE
     of them, and two reads in flight never use the same one."""
-    cache = RedisCache(redis_url, namespace=redis_namespace)
+    cache = redis_cache
     pool = cache._redis.connection_pool
     checkouts = 0
     checkout = pool.get_connection
@@ -324,21 +332,17 @@ async def test_redis_hot_read_keeps_a_few_connections_and_never_shares_one(
         return await checkout()
 
     pool.get_connection = counted  # type: ignore[method-assign]
-    try:
-        for i in range(20):
-            await cache.set(f"k{i}", str(i).encode(), ttl=60)
-        checkouts = 0
-        for _ in range(50):
-            assert await cache.get_many_and_touch(["k1", "k2"], {"k2": 60}) == [b"1", b"2"]
-        assert checkouts == 1
-        keys = [[f"k{i}", f"k{(i + 1) % 20}"] for i in range(20)]
-        answers = await asyncio.gather(*(cache.get_many_and_touch(k, {k[1]: 60}) for k in keys))
-        assert answers == [[k[0][1:].encode(), k[1][1:].encode()] for k in keys]
-        assert len(cache._hot) == HOT_IDLE  # the others went back to the pool
-        assert len(pool._in_use_connections) == HOT_IDLE
-    finally:
-        await cache.close()
-        await drop_namespace(redis_url, redis_namespace)
+    for i in range(20):
+        await cache.set(f"k{i}", str(i).encode(), ttl=60)
+    checkouts = 0
+    for _ in range(50):
+        assert await cache.get_many_and_touch(["k1", "k2"], {"k2": 60}) == [b"1", b"2"]
+    assert checkouts == 1
+    keys = [[f"k{i}", f"k{(i + 1) % 20}"] for i in range(20)]
+    answers = await asyncio.gather(*(cache.get_many_and_touch(k, {k[1]: 60}) for k in keys))
+    assert answers == [[k[0][1:].encode(), k[1][1:].encode()] for k in keys]
+    assert len(cache._hot) == HOT_IDLE  # the others went back to the pool
+    assert len(pool._in_use_connections) == HOT_IDLE
 
 
 # --- Redis unreachable: fail fast, then recover ------------------------------------
