@@ -124,10 +124,6 @@ class SocketEndpoint:
     async def on_frame(self, conn: Connection, text: str) -> None:
         raise NotImplementedError
 
-    async def settle(self, conn: Connection) -> None:
-        """Wait for the work of frames already read that still runs (a service that runs
-        some frames side by side, messaging's sends): their answers go before the close."""
-
     async def on_close(self, conn: Connection) -> None:
         """The service's own cleanup of a closed socket (topics, timers), run before
         the hub and presence let it go; shielded from a shutdown's cancel."""
@@ -220,7 +216,6 @@ class SocketEndpoint:
                 await self.hub.add(conn)
                 await self.presence.join(conn)
                 await self._read(conn)  # until the client leaves, or `conn.close`
-                await self.settle(conn)  # the work of the frames read, before the close
             except Exception:  # a backend (pub/sub, presence, limits) failed us
                 log.exception("socket failed for user %s", conn.user_id)
                 conn.close(SERVER_ERROR)

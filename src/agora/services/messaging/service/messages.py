@@ -37,7 +37,6 @@ from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
 from agora.services.messaging.service.conversations import ConversationRules
 from agora.services.messaging.service.media import MediaUploads
-from agora.services.messaging.service.send_order import Turn
 
 log = logging.getLogger("agora.messaging")
 
@@ -69,25 +68,8 @@ class MessagingService(ConversationRules, MediaUploads):
         client id) and the store (repository_send.py); the member list comes from
         `member_lists`, the presence lookup for offline notifications runs beside the
         store, and the push is queued (socket/fanout.py): on PostgreSQL + Redis the
-        sender waits for two database round trips (issue 13). Sends of one author to one
-        conversation are stored and announced in the order they were called, the checks
-        before running side by side (send_order.py)."""
+        sender waits for two database round trips (issue 13)."""
         conversation_id = validation.conversation_id(conversation_id)
-        turn = self.send_order.turn(actor.user_id, conversation_id)  # no await before it
-        try:
-            return await self._send_in_turn(actor, conversation_id, client_id, text, media_id, turn)
-        finally:
-            turn.end()
-
-    async def _send_in_turn(
-        self,
-        actor: Actor,
-        conversation_id: str,
-        client_id: object,
-        text: str | None,
-        media_id: str | None,
-        turn: Turn,
-    ) -> SendResult:
         stored = await self._check_send(actor, conversation_id, client_id)
         client_id = validation.client_id(client_id)
         if (text is None) == (media_id is None):
@@ -119,8 +101,7 @@ class MessagingService(ConversationRules, MediaUploads):
         guessed = self.member_lists.latest(conversation_id)
         early = None if guessed is None else asyncio.ensure_future(self._online(guessed, actor))
         try:
-            async with turn:
-                return await self._store_and_announce(actor, draft, guessed, early)
+            return await self._store_and_announce(actor, draft, guessed, early)
         finally:
             if early is not None:
                 early.cancel()  # not used (the store failed, or the members changed)
