@@ -1,6 +1,7 @@
-"""`Database.fetchrow` (agora/db/driver.py): a statement on asyncpg's own small pool keeps
-SQLAlchemy's errors (what callers catch), never hands a lost connection out again, and
-leaves no transaction behind on a pooled connection."""
+"""`Database.fetchrow` (agora/db/driver.py): a statement on the driver's own few asyncpg
+connections keeps SQLAlchemy's errors (what callers catch), never hands a lost or
+interrupted connection out again, leaves no transaction behind, and never opens more
+than its maximum, however many statements wait."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from agora.db.driver import AsyncpgStatements
+from agora.db import driver
+from agora.db.driver import CONNECT_TIMEOUT, AsyncpgStatements
 from agora.db.engine import Database
 
 pytestmark = pytest.mark.postgres
@@ -110,3 +112,66 @@ async def test_an_unreachable_server_is_an_operational_error_then_recovers(
         assert [type(error) for error in both] == [OperationalError, OperationalError]
     finally:
         await unreachable.close()
+    one = AsyncpgStatements("postgresql+asyncpg://postgres@127.0.0.1:9/none", max_size=1)
+    # The second waits for the first's connection; the first's failed open wakes it.
+    both = await asyncio.wait_for(
+        asyncio.gather(one.fetchrow("SELECT 1"), one.fetchrow("SELECT 1"), return_exceptions=True),
+        CONNECT_TIMEOUT,
+    )
+    assert [type(error) for error in both] == [OperationalError, OperationalError]
+    assert one.opened == 0
+
+
+async def test_statements_wait_for_a_connection_past_the_maximum(postgres_url: str) -> None:
+    statements = AsyncpgStatements(postgres_url, max_size=2)
+    try:
+        rows = await asyncio.gather(
+            *(statements.fetchrow("SELECT pg_sleep(0.02), pg_backend_pid() AS pid, $1::int AS n", n)
+              for n in range(10))
+        )  # fmt: skip
+        assert [row["n"] for row in rows] == list(range(10))  # type: ignore[index]
+        assert len({row["pid"] for row in rows}) == 2 and statements.opened == 2  # type: ignore[index]
+    finally:
+        await statements.close()
+    assert statements.opened == 0
+
+
+async def test_an_interrupted_statement_leaves_no_connection_behind(postgres_url: str) -> None:
+    """A caller cancelled mid-statement: its connection may still get the answer, so it is
+    closed, not reused; statements waiting behind it, cancelled or not, are not lost."""
+    statements = AsyncpgStatements(postgres_url, max_size=1)
+    try:
+        first = (await statements.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        slow = asyncio.ensure_future(statements.fetchrow("SELECT pg_sleep(0.3)"))
+        await asyncio.sleep(0.05)
+        gives_up = asyncio.ensure_future(statements.fetchrow("SELECT 1"))  # waits, then cancelled
+        waits = asyncio.ensure_future(statements.fetchrow("SELECT 2 AS two"))
+        await asyncio.sleep(0.05)
+        gives_up.cancel()
+        assert (await asyncio.wait_for(waits, 2))["two"] == 2  # type: ignore[index]
+        assert (await slow) is not None
+        interrupted = asyncio.ensure_future(statements.fetchrow("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.1)
+        interrupted.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await interrupted
+        row = await asyncio.wait_for(statements.fetchrow("SELECT pg_backend_pid() AS pid"), 2)
+        assert row is not None and row["pid"] != first and statements.opened == 1
+    finally:
+        await statements.close()
+
+
+async def test_a_connection_idle_too_long_is_replaced(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not reused after MAX_IDLE_SECONDS: a server or a proxy may have dropped it."""
+    statements = AsyncpgStatements(postgres_url, max_size=1)
+    try:
+        first = (await statements.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        again = (await statements.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        assert again == first  # reused while fresh
+        monkeypatch.setattr(driver, "MAX_IDLE_SECONDS", 0.0)
+        replaced = (await statements.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        assert replaced != first and statements.opened == 1
+    finally:
+        await statements.close()

@@ -154,7 +154,8 @@ class Database:
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
         """PostgreSQL: one statement (asyncpg's `$n` parameters) in its own transaction,
-        on asyncpg's own pool, for the hottest statements only (driver.py)."""
+        on a few asyncpg connections of its own, for the hottest statements only
+        (driver.py)."""
         assert self._statements is not None, "asyncpg's statements are PostgreSQL's"
         return await self._statements.fetchrow(sql, *args)
 

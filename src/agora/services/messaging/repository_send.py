@@ -3,9 +3,10 @@
 `check_send` is one read (is the author a member, and did they already send this client
 id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
 checks membership, advances the conversation's counters, inserts the message, moves the
-author's read cursor and returns the conversation's `members_version`, run on asyncpg's
-own pool (agora/db/driver.py); on SQLite one transaction of three statements (SQLite has
-no data-modifying CTE), run on the event loop's thread when no lock is in the way
+author's read cursor and returns the conversation's `members_version`, run on a few
+asyncpg connections of its own (agora/db/driver.py); on SQLite one transaction of three
+statements (SQLite has no data-modifying CTE), run on the event loop's thread when no
+lock is in the way
 (`Database.run_sqlite`, agora/db/sqlite_inline.py: a hop to aiosqlite's thread per
 statement cost several times the statements themselves).
 
@@ -64,7 +65,7 @@ class StoreResult:
     members_version: int = 0
 
 
-# asyncpg's parameters (run on asyncpg's own pool, agora/db/driver.py): $1 the
+# asyncpg's parameters (run on the driver's own connections, agora/db/driver.py): $1 the
 # conversation, $2 the author, $3 the client id, $4 the message id, $5 its kind, $6 its
 # text, $7 its media id, $8 the time.
 STORE_PG = """
@@ -203,9 +204,9 @@ class SendRepository:
         return await self.db.run_sqlite(functools.partial(_store_sqlite, values), write=True)
 
     async def _store_postgres(self, message: Message) -> StoreResult:
-        """`STORE_PG` on asyncpg's own pool (agora/db/driver.py: SQLAlchemy's execution
-        path and checkout cost more CPU than the statement); a unique-index race still
-        raises SQLAlchemy's `IntegrityError`."""
+        """`STORE_PG` on asyncpg connections of its own (agora/db/driver.py: SQLAlchemy's
+        execution path and checkout cost more CPU than the statement); a unique-index race
+        still raises SQLAlchemy's `IntegrityError`."""
         row = await self.db.fetchrow(
             STORE_PG,
             message.conversation_id,
