@@ -1,26 +1,29 @@
 """The send path alone, in one process: `MessagingService.send` to the stored message.
 
-    .venv/bin/python -m bench.send_path [--sends 1600] [--rounds 3] [--floor-seconds 5]
-        [--skip postgres] [--profile 25]
+    .venv/bin/python -m bench.send_path [--sends 1600] [--window 16] [--rounds 3]
+        [--floor-seconds 5] [--skip postgres] [--profile 25]
 
 What `bench.messaging_bench` cannot separate: the cost of a send up to its store, without
-the sockets and the fan-out around it. One author sends `--sends` messages, one after
-the other, to a direct conversation through the real service (real database, memory
-cache and limits; the push and the notifications dropped), on uvloop, on SQLite (a
+the sockets and the fan-out around it. One author sends `--sends` messages to a direct
+conversation through the real service (real database, memory cache and limits; the push
+and the notifications dropped), on uvloop: one at a time (`window 1`), then
+`--window` at a time (`window N`, as the messaging socket runs a burst of frames:
+their checks overlap, their stores are batched in order), on SQLite (a
 file, as `make run` has it) and on PostgreSQL (a throwaway database, when the local one
 answers). Beside them, in the same process, the storage floor with one sender
 (bench/messaging_storage_floor.py: bare asyncpg, one statement per message, the same
-guarantees): what one author's messages, one after the other, cannot beat.
+guarantees): what one author's messages, one statement and one commit each, cannot beat.
 
 Reported per send: wall time and this process's CPU (user + system), median of
 `--rounds`; the ratio of each backend's sends/s to the floor's. `--profile N`: then one
-more round under cProfile per backend, its N costliest functions (cumulative; cProfile
+more round (window N) under cProfile per backend, its N costliest functions (cumulative; cProfile
 slows everything down, read the shares, not the times). Results JSON in bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import os
 import pstats
@@ -115,32 +118,42 @@ async def _rows(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str,
         conversation, _ = await service.create_direct(alice, bob.user_id)
         sent = 0
 
-        async def sends(count: int) -> None:
+        async def sends(count: int, window: int) -> None:
+            """`count` sends, `window` started at once (as the socket runs a burst)."""
             nonlocal sent
-            for _ in range(count):
-                await service.send(alice, conversation.id, f"s{sent}", text=TEXT)
-                sent += 1
+            for _ in range(count // window):
+                burst = [
+                    service.send(alice, conversation.id, f"s{sent + i}", text=TEXT)
+                    for i in range(window)
+                ]
+                sent += window
+                await asyncio.gather(*burst)
 
-        await sends(100)  # warm up: statements prepared, caches filled
-        runs: list[tuple[float, float]] = []
+        await sends(100, 1)  # warm up: statements prepared, caches filled
+        runs: dict[int, list[tuple[float, float]]] = {1: [], args.window: []}
         for _ in range(args.rounds):
-            times, wall = os.times(), time.perf_counter()
-            await sends(args.sends)
-            done, wall = os.times(), time.perf_counter() - wall
-            cpu = done.user - times.user + done.system - times.system
-            runs.append((wall / args.sends * 1e6, cpu / args.sends * 1e6))
+            for window in runs:
+                times, wall = os.times(), time.perf_counter()
+                await sends(args.sends, window)
+                done, wall = os.times(), time.perf_counter() - wall
+                cpu = done.user - times.user + done.system - times.system
+                count = args.sends // window * window
+                runs[window].append((wall / count * 1e6, cpu / count * 1e6))
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
-            await sends(args.sends)
+            await sends(args.sends, args.window)
             profile.disable()
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
-        wall_us = statistics.median(w for w, _ in runs)
-        return {
-            "wall_us_per_send": round(wall_us, 1),
-            "cpu_us_per_send": round(statistics.median(c for _, c in runs), 1),
-            "sends_per_s": round(1e6 / wall_us, 1),
-        }
+        rows = {}
+        for window, measured in runs.items():
+            wall_us = statistics.median(w for w, _ in measured)
+            rows[f"window {window}"] = {
+                "wall_us_per_send": round(wall_us, 1),
+                "cpu_us_per_send": round(statistics.median(c for _, c in measured), 1),
+                "sends_per_s": round(1e6 / wall_us, 1),
+            }
+        return rows
     finally:
         await db.close()
 
@@ -153,6 +166,7 @@ async def _floor(url: str, seconds: float) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sends", type=int, default=1600)
+    parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--floor-seconds", type=float, default=5)
     parser.add_argument("--skip", default="", help="postgres")
@@ -170,17 +184,15 @@ def main(argv: list[str] | None = None) -> None:
                 report["floor"] = uvloop.run(_floor(pg_url, args.floor_seconds))
     floor = report.get("floor")
     for backend in ("sqlite", "postgres"):
-        row = report.get(backend)
-        if row is None:
-            continue
-        rate, wall, cpu = row["sends_per_s"], row["wall_us_per_send"], row["cpu_us_per_send"]
-        line = f"{backend:8} {rate:8.1f} sends/s  wall {wall:7.1f} µs  CPU {cpu:6.1f} µs"
-        if floor is not None:
-            line += f"  ({row['sends_per_s'] / float(floor['messages_per_s']):.2f}x the floor)"
-        print(line)
+        for name, row in (report.get(backend) or {}).items():
+            rate, wall, cpu = row["sends_per_s"], row["wall_us_per_send"], row["cpu_us_per_send"]
+            line = f"{backend:8} {name:9} {rate:7.1f} sends/s  wall {wall:7.1f} µs  CPU {cpu:6.1f}"
+            if floor is not None:
+                line += f"  ({rate / float(floor['messages_per_s']):.2f}x the floor)"
+            print(line)
     if floor is not None:
         rate, cpu = float(floor["messages_per_s"]), floor["client_cpu_us_per_message"]
-        print(f"floor    {rate:8.1f} messages/s (bare asyncpg, 1 sender)  CPU {cpu} µs")
+        print(f"floor    1 sender  {rate:7.1f} messages/s (bare asyncpg)  CPU {cpu} µs")
     print(f"results in {write_results('send_path', report)}")
 
 

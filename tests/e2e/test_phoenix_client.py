@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.agora_command import Server, agora_env
+from tests.e2e.agora_command import Server, agora_env, run_agora
 from tests.support.services import service_unavailable
 from tests.support.users import PASSWORD, unique_login
 
@@ -279,3 +279,28 @@ def test_the_documented_phoenix_example_runs(
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.postgres
+def test_a_burst_of_pushes_is_stored_in_push_order_on_postgresql(
+    throwaway_postgres: str, tmp_path: Path
+) -> None:
+    """phoenix.js pushes 40 messages without waiting, then a read up to the last: the
+    server runs the sends side by side (each waits for PostgreSQL twice), yet their seqs
+    follow the pushes, and the read is handled after them (docs/messaging.md §3.3)."""
+    env = agora_env(tmp_path, AGORA_DATABASE_URL=throwaway_postgres)
+    upgraded = run_agora("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    running = Server(tmp_path, env).start()
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=10) as http:
+            alice, bob = new_user(http), new_user(http)
+            conversation_id = direct(http, alice, bob)
+            result = run_scenario(
+                "burst", config(running, alice, conversation_id=conversation_id, count=40)
+            )
+    finally:
+        running.stop_cleanly()
+    assert result["seqs"] == list(range(1, 41))
+    assert result["receipt"]["read_seq"] == 40 and result["receipt"]["unread"] == 0
+    assert result["answered"] == [f"send {i}" for i in range(40)] + ["read"]

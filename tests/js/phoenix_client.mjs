@@ -312,7 +312,28 @@ async function stale() {
   return { attempts, errors, fresh_connected: true }
 }
 
-const scenarios = { chat, presence, reconnect, stream, stale }
+// Alice pushes `count` messages at once, as an app flushing its outbox does, then marks
+// the conversation read up to the last: each reply's seq, the read reply, and the order
+// the replies came in (docs/messaging.md §3.3: a socket's sends run side by side, stored
+// in the order they were pushed, and the next request is handled after them).
+async function burst({ count }) {
+  const [alice] = config.users
+  const socket = await connect(alice)
+  const conversation = socket.channel(`conversation:${config.conversation_id}`, {})
+  await join(conversation)
+  const answered = []
+  const sends = Array.from({ length: count }, (_, i) =>
+    request(conversation, "message:send", { client_id: `burst-${i}`, text: `burst ${i}` })
+      .then((response) => { answered.push(`send ${i}`); return response.message.seq }))
+  const read = request(conversation, "read", { seq: count })
+    .then((receipt) => { answered.push("read"); return receipt })
+  const seqs = await Promise.all(sends)
+  const receipt = await read
+  socket.disconnect()
+  return { seqs, receipt, answered }
+}
+
+const scenarios = { burst, chat, presence, reconnect, stream, stale }
 const scenario = scenarios[process.argv[2]]
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}`)

@@ -40,7 +40,7 @@ def draft(conversation_id: str, author: Actor, client_id: str, text: str = "hi")
 
 
 async def store(world: World, message: Message) -> StoreResult:
-    return await SendRepository(world.db).store_message(message)
+    return (await SendRepository(world.db).store_messages([message]))[0]
 
 
 async def state(world: World, conversation_id: str) -> dict[str, Any]:
@@ -139,6 +139,68 @@ async def test_concurrent_stores_stay_gapless(world: World) -> None:
                 if r is not None and r.outcome is StoreOutcome.STORED_NEW
                 and m.author_id == person.user_id]  # fmt: skip
         assert final["cursors"][person.user_id] == max(mine)
+
+
+async def test_a_batch_takes_consecutive_seqs_and_answers_earlier_client_ids(
+    world: World,
+) -> None:
+    conversation, (a, b) = await group_of(world, 2)
+    cid = conversation.id
+    await store(world, draft(cid, a, "early"))
+    batch = [draft(cid, a, "one"), draft(cid, a, "early", text="resent"), draft(cid, a, "two")]
+    results = await SendRepository(world.db).store_messages(batch)
+    assert [(r.outcome, r.seq) for r in results] == [
+        (StoreOutcome.STORED_NEW, 2), (StoreOutcome.STORED, 1), (StoreOutcome.STORED_NEW, 3)
+    ]  # fmt: skip
+    assert [r.version for r in results if r.outcome is StoreOutcome.STORED_NEW] == [2, 3]
+    after = await state(world, cid)
+    assert (after["last_seq"], after["last_version"], after["seqs"]) == (3, 3, [1, 2, 3])
+    assert after["cursors"] == {a.user_id: 3, b.user_id: 0}
+    async with world.db.sessions() as session:
+        texts = (await session.scalars(
+            select(MsgMessage.text).where(MsgMessage.conversation_id == cid)
+            .order_by(MsgMessage.seq)
+        )).all()  # fmt: skip
+    assert list(texts) == ["hi", "hi", "hi"]  # the resent text was not stored
+    stranger = await world.user()
+    refused = await SendRepository(world.db).store_messages(
+        [draft(cid, stranger, "s-1"), draft(cid, stranger, "s-2")]
+    )
+    assert [r.outcome for r in refused] == [StoreOutcome.NOT_MEMBER] * 2
+    assert (await state(world, cid))["seqs"] == [1, 2, 3]
+
+
+async def test_a_burst_of_sends_is_stored_in_batches_in_call_order(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends started together share statements (group commit), yet their seqs follow
+    the order of the calls; one client id twice in the burst is stored once."""
+    conversation, (a, _) = await group_of(world, 2)
+    batches: list[int] = []
+    store_messages = SendRepository.store_messages
+
+    async def counted(repository: SendRepository, messages: list[Message]) -> list[StoreResult]:
+        batches.append(len(messages))
+        return await store_messages(repository, messages)
+
+    monkeypatch.setattr(SendRepository, "store_messages", counted)
+    client_ids = [f"m-{n}" for n in range(12)]
+    results = await asyncio.gather(
+        *(world.service.send(a, conversation.id, c, text=c) for c in client_ids)
+    )
+    assert [r.message.seq for r in results] == list(range(1, 13))
+    assert [r.message.text for r in results] == client_ids
+    assert len(batches) < len(client_ids)  # some shared a statement
+    pushed = [payload["seq"] for _, payload in world.events.named("message:new")]
+    assert pushed == list(range(1, 13))  # announced in seq order
+    # The same client id twice in one burst (PostgreSQL: the batch fails the unique
+    # index, and each is stored alone): stored once, both answered with it.
+    twice = await asyncio.gather(
+        *(world.service.send(a, conversation.id, c, text=c) for c in ("n-1", "n-2", "n-1"))
+    )
+    assert [r.created for r in twice] == [True, True, False]
+    assert twice[2].message.id == twice[0].message.id
+    assert (await state(world, conversation.id))["seqs"] == list(range(1, 15))
 
 
 async def test_removal_committed_while_a_store_waits(world: World) -> None:

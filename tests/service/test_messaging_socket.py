@@ -5,15 +5,18 @@ catch-up on reconnect, removed members."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
 from agora.realtime.connection import Connection
+from agora.services.messaging.repository_send import SendRepository
 from tests.service.messaging_sockets import (
     direct,
     error_of,
@@ -510,3 +513,46 @@ async def test_a_removed_member_is_taken_out_of_the_topic(server: Server) -> Non
     assert (await error_of(bob_phone, topic(conversation_id), "typing:start", {}))["status"] == 400
     assert (await error_of(bob_phone, topic(conversation_id), "phx_join", {}))["status"] == 404
     await bob_phone.close()
+
+
+async def test_a_burst_of_sends_runs_side_by_side_in_frame_order(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends of one socket overlap (the checks here), yet get their seqs in frame order,
+    and a frame after them (a leave) is answered only once they are (send_window.py)."""
+    alice, bob = await server.user(), await server.user()
+    conversation_id = await direct(alice, bob)
+    phone = await joined_device(alice, conversation_id)
+    burst = 8
+    checking, most = 0, 0
+    check_send = SendRepository.check_send
+
+    async def slow_check(repository: SendRepository, cid: str, author: str, client_id: str) -> Any:
+        nonlocal checking, most
+        checking += 1
+        most = max(most, checking)
+        try:
+            # The later the frame, the sooner its check ends: order comes from the turns.
+            await asyncio.sleep(0.02 * (burst - int(client_id.removeprefix("b-"))))
+            return await check_send(repository, cid, author, client_id)
+        finally:
+            checking -= 1
+
+    monkeypatch.setattr(SendRepository, "check_send", slow_check)
+    refs = [
+        await phone.push(
+            topic(conversation_id), "message:send", {"client_id": f"b-{i}", "text": f"n{i}"}
+        )
+        for i in range(burst)
+    ]
+    leave = await phone.push(topic(conversation_id), "phx_leave", {})
+    await phone.reply(leave)
+    assert all(phone.answered(ref) for ref in refs)  # before the leave's reply
+    replies = [await phone.reply(ref) for ref in refs]
+    seqs = [frame["payload"]["response"]["message"]["seq"] for frame in replies]
+    texts = [frame["payload"]["response"]["message"]["text"] for frame in replies]
+    assert seqs == list(range(1, burst + 1)) and texts == [f"n{i}" for i in range(burst)]
+    assert most == burst  # all checked at once
+    pushed = [(await phone.expect("message:new"))["payload"]["seq"] for _ in range(burst)]
+    assert pushed == seqs  # pushed in order too
+    await phone.close()

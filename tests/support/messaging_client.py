@@ -79,7 +79,7 @@ class Device:
                 frame: Frame = orjson.loads(raw)
                 ref = frame.get("ref")
                 if frame.get("event") == "phx_reply" and ref is not None:
-                    future = self._replies.pop(str(ref), None)
+                    future = self._replies.get(str(ref))  # taken by `reply`
                     if future is not None and not future.done():
                         future.set_result(frame)
                     continue
@@ -109,14 +109,21 @@ class Device:
         return ref
 
     async def reply(self, ref: str, timeout: float = WAIT_SECONDS) -> Frame:
-        """The `phx_reply` frame of request `ref`."""
+        """The `phx_reply` frame of request `ref` (once: the reply is taken)."""
         future = self._replies.get(ref)
         if future is None:
             pytest.fail(f"{self.name}: no request with ref {ref}")
         try:
-            return await asyncio.wait_for(future, timeout)
+            frame = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             pytest.fail(f"{self.name}: no reply to ref {ref} within {timeout}s")
+        del self._replies[ref]
+        return frame
+
+    def answered(self, ref: str) -> bool:
+        """Whether the reply to request `ref` has arrived (and is not taken yet)."""
+        future = self._replies.get(ref)
+        return future is not None and future.done() and future.exception() is None
 
     async def request(
         self, topic: str, event: str, payload: dict[str, Any], timeout: float = WAIT_SECONDS

@@ -68,6 +68,11 @@ class AsyncpgStatements:
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
         """The first row of `sql` run with `args`, in its own transaction."""
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """The rows of `sql` run with `args`, in its own transaction."""
         import asyncpg
 
         try:
@@ -77,7 +82,7 @@ class AsyncpgStatements:
                 sql, None, error, hide_parameters=True, connection_invalidated=True
             ) from error
         try:
-            row: Record | None = await connection.fetchrow(sql, *args)
+            rows: list[Record] = await connection.fetch(sql, *args)
         except asyncpg.PostgresError as error:
             self._give_back(connection)  # refused by the server: the connection is fine
             if isinstance(error, asyncpg.IntegrityConstraintViolationError):
@@ -91,7 +96,7 @@ class AsyncpgStatements:
                 ) from error
             raise
         self._give_back(connection)
-        return row
+        return rows
 
     async def _take(self) -> Connection:
         import asyncpg

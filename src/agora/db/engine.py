@@ -159,6 +159,11 @@ class Database:
         assert self._statements is not None, "asyncpg's statements are PostgreSQL's"
         return await self._statements.fetchrow(sql, *args)
 
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """`fetchrow`'s every row."""
+        assert self._statements is not None, "asyncpg's statements are PostgreSQL's"
+        return await self._statements.fetch(sql, *args)
+
     async def run_sqlite(self, work: Callable[[Execute], T], *, write: bool) -> T:
         """`work`, a few short statements on SQLite (sqlite_inline.py), on the loop's
         thread when no lock is in the way (no hop to a driver thread); else, and for an

@@ -124,6 +124,10 @@ class SocketEndpoint:
     async def on_frame(self, conn: Connection, text: str) -> None:
         raise NotImplementedError
 
+    async def settle(self, conn: Connection) -> None:
+        """Wait for the work of frames already read that still runs (a service that runs
+        some frames side by side, messaging's sends): their answers go before the close."""
+
     async def on_close(self, conn: Connection) -> None:
         """The service's own cleanup of a closed socket (topics, timers), run before
         the hub and presence let it go; shielded from a shutdown's cancel."""
@@ -216,6 +220,7 @@ class SocketEndpoint:
                 await self.hub.add(conn)
                 await self.presence.join(conn)
                 await self._read(conn)  # until the client leaves, or `conn.close`
+                await self.settle(conn)  # the work of the frames read, before the close
             except Exception:  # a backend (pub/sub, presence, limits) failed us
                 log.exception("socket failed for user %s", conn.user_id)
                 conn.close(SERVER_ERROR)
@@ -268,6 +273,7 @@ class SocketEndpoint:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     if is_server_restart(message):  # after every frame it had read
+                        await self.settle(conn)  # and answered: restart drops new frames
                         conn.restart()
                     return
                 text = message.get("text")

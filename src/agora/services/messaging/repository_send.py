@@ -1,12 +1,14 @@
 """SQL of a message send: the hot write path of messaging (issue 13).
 
 `check_send` is one read (is the author a member, and did they already send this client
-id?), `store_message` the write: on PostgreSQL **one statement** (`STORE_PG`, a CTE) that
-checks membership, advances the conversation's counters, inserts the message, moves the
-author's read cursor and returns the conversation's `members_version`, run on a few
-asyncpg connections of its own (agora/db/driver.py); on SQLite one transaction of three
-statements (SQLite has no data-modifying CTE), run on the event loop's thread when no
-lock is in the way
+id?), `store_messages` the write of one author's messages to one conversation, one or a
+batch (group commit: the service stores what queued up while the previous batch was
+written, service/store_batches.py). On PostgreSQL **one statement** (`STORE_MANY_PG`, a
+CTE) checks membership, advances the conversation's counters by the batch, inserts the
+messages with consecutive seqs, moves the author's read cursor and returns the
+conversation's `members_version`, run on a few asyncpg connections of its own
+(agora/db/driver.py); on SQLite one transaction of three statements per message (SQLite
+has no data-modifying CTE), run on the event loop's thread when no lock is in the way
 (`Database.run_sqlite`, agora/db/sqlite_inline.py: a hop to aiosqlite's thread per
 statement cost several times the statements themselves).
 
@@ -15,16 +17,18 @@ Guarantees, on both backends:
 - a non-member stores nothing (`StoreOutcome.NOT_MEMBER`);
 - a client id already stored by this author in this conversation stores nothing and
   answers the stored message (`StoreOutcome.STORED`); two concurrent sends of one client
-  id: the unique (conversation, author, client id) index refuses the second statement
-  whole (`IntegrityError`), so no seq is taken for it and seqs stay gapless;
-- the author's read cursor is at their message.
+  id (or one client id twice in a batch, on PostgreSQL): the unique (conversation,
+  author, client id) index refuses the second statement whole (`IntegrityError`), so no
+  seq is taken for it and seqs stay gapless;
+- a batch's new messages take consecutive seqs in the batch's order;
+- the author's read cursor is at their last message.
 
 On PostgreSQL the statement's reads (membership, an earlier send) see the snapshot taken
 when it started, and its `UPDATE` of the conversation may then wait for the row lock
 behind a membership change (which bumps `members_version` under that lock). The
 `UPDATE` only goes ahead when `members_version` is still what the snapshot saw
 (PostgreSQL re-checks the condition on the locked row), so a removal that commits while
-a send waits is never missed: the send reports `RETRY` and is run again on a fresh
+a send waits is never missed: the batch reports `RETRY` and is run again on a fresh
 snapshot.
 """
 
@@ -65,42 +69,61 @@ class StoreResult:
     members_version: int = 0
 
 
-# asyncpg's parameters (run on the driver's own connections, agora/db/driver.py): $1 the
-# conversation, $2 the author, $3 the client id, $4 the message id, $5 its kind, $6 its
-# text, $7 its media id, $8 the time.
-STORE_PG = """
-WITH member AS (
+# A batch of one author's messages to one conversation in one statement (group commit:
+# one commit for the batch). $1 the conversation, $2 the author, then one array per
+# column, in send order: $3 client ids, $4 message ids, $5 kinds, $6 texts, $7 media ids,
+# $8 times. Client ids already stored are answered, not stored; the others take
+# consecutive seqs in array order. Two equal client ids in one batch fail the unique
+# index (IntegrityError), as two concurrent sends do: the caller then stores each alone.
+STORE_MANY_PG = """
+WITH input AS (
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::timestamptz[])
+        WITH ORDINALITY AS given(client_id, id, kind, text, media_id, created_at, n)
+), member AS (
     SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
 ), stored AS (
-    SELECT seq FROM msg_messages
-    WHERE conversation_id = $1 AND author_id = $2 AND client_id = $3
+    SELECT client_id, seq FROM msg_messages
+    WHERE conversation_id = $1 AND author_id = $2 AND client_id = ANY ($3::text[])
+), fresh AS (
+    SELECT input.*, row_number() OVER (ORDER BY n) AS k
+    FROM input WHERE client_id NOT IN (SELECT client_id FROM stored)
+), added AS (
+    SELECT count(*) AS count, max(created_at) AS at FROM fresh
 ), seen AS (
     SELECT members_version FROM msg_conversations WHERE id = $1
 ), bump AS (
     UPDATE msg_conversations
-    SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = $8
+    SET last_seq = last_seq + (SELECT count FROM added),
+        last_version = last_version + (SELECT count FROM added),
+        last_activity_at = (SELECT at FROM added)
     WHERE id = $1
-      AND EXISTS (SELECT 1 FROM member) AND NOT EXISTS (SELECT 1 FROM stored)
+      AND EXISTS (SELECT 1 FROM member) AND EXISTS (SELECT 1 FROM fresh)
       AND members_version = (SELECT members_version FROM seen)
     RETURNING last_seq, last_version, members_version
 ), inserted AS (
     INSERT INTO msg_messages
         (id, conversation_id, seq, version, author_id, client_id, kind, text, media_id,
          created_at)
-    SELECT $4, $1, last_seq, last_version, $2, $3, $5, $6, $7, $8
-    FROM bump
-    RETURNING seq, version
+    SELECT fresh.id, $1, bump.last_seq - added.count + fresh.k,
+           bump.last_version - added.count + fresh.k, $2, fresh.client_id, fresh.kind,
+           fresh.text, fresh.media_id, fresh.created_at
+    FROM fresh CROSS JOIN bump CROSS JOIN added
+    RETURNING client_id, seq, version
 ), moved AS (
-    UPDATE msg_members SET read_seq = inserted.seq FROM inserted
-    WHERE conversation_id = $1 AND user_id = $2 AND read_seq < inserted.seq
+    UPDATE msg_members SET read_seq = (SELECT max(seq) FROM inserted)
+    WHERE conversation_id = $1 AND user_id = $2
+      AND read_seq < (SELECT max(seq) FROM inserted)
     RETURNING 1
 )
-SELECT (SELECT seq FROM inserted) AS seq,
-       (SELECT version FROM inserted) AS version,
+SELECT inserted.seq, inserted.version, stored.seq AS stored_seq,
        (SELECT members_version FROM bump) AS members_version,
-       (SELECT count(*) FROM moved) AS moved,
        EXISTS (SELECT 1 FROM member) AS member,
-       (SELECT seq FROM stored) AS stored_seq
+       (SELECT count(*) FROM moved) AS moved
+FROM input
+LEFT JOIN inserted ON inserted.client_id = input.client_id
+LEFT JOIN stored ON stored.client_id = input.client_id
+ORDER BY input.n
 """
 
 
@@ -192,45 +215,34 @@ class SendRepository:
         async with self.db.single_read() as connection:  # a resend: rare
             return True, await MessagingRepository(connection).message(conversation_id, earlier_id)
 
-    async def store_message(self, message: Message) -> StoreResult:
-        """Store `message` (its seq and version are taken here, the ones given are
-        ignored); see the module docstring. On PostgreSQL the statement is its own
-        transaction (an AUTOCOMMIT connection); on SQLite one transaction."""
+    async def store_messages(self, messages: list[Message]) -> list[StoreResult]:
+        """Store `messages`, one author's to one conversation, in this order and in one
+        transaction (one commit for them all); their seqs and versions are taken here,
+        the ones given are ignored. See the module docstring; a result per message."""
         if self.db.is_postgres:
-            return await self._store_postgres(message)
-        values = _values(message)
+            return await self._store_postgres(messages)
         # Bound as SQLAlchemy binds a UTCDateTime here: the same text in every row.
-        values["now"] = _sqlite_time(self.db.engine.dialect)(values["now"])
-        return await self.db.run_sqlite(functools.partial(_store_sqlite, values), write=True)
+        as_text = _sqlite_time(self.db.engine.dialect)
+        batch = [_values(m) | {"now": as_text(m.created_at)} for m in messages]
+        return await self.db.run_sqlite(functools.partial(_store_sqlite_many, batch), write=True)
 
-    async def _store_postgres(self, message: Message) -> StoreResult:
-        """`STORE_PG` on asyncpg connections of its own (agora/db/driver.py: SQLAlchemy's
-        execution path and checkout cost more CPU than the statement); a unique-index race
-        still raises SQLAlchemy's `IntegrityError`."""
-        row = await self.db.fetchrow(
-            STORE_PG,
-            message.conversation_id,
-            message.author_id,
-            message.client_id,
-            message.id,
-            message.kind,
-            message.text,
-            message.media.id if message.media is not None else None,
-            message.created_at.astimezone(UTC),
+    async def _store_postgres(self, messages: list[Message]) -> list[StoreResult]:
+        """`STORE_MANY_PG` on asyncpg connections of its own (agora/db/driver.py:
+        SQLAlchemy's execution path and checkout cost more CPU than the statement); a
+        unique-index race still raises SQLAlchemy's `IntegrityError`."""
+        first = messages[0]
+        rows = await self.db.fetch(
+            STORE_MANY_PG,
+            first.conversation_id,
+            first.author_id,
+            [m.client_id for m in messages],
+            [m.id for m in messages],
+            [m.kind for m in messages],
+            [m.text for m in messages],
+            [m.media.id if m.media is not None else None for m in messages],
+            [m.created_at.astimezone(UTC) for m in messages],
         )
-        assert row is not None  # the final SELECT answers one row
-        if row["seq"] is not None:
-            return StoreResult(
-                StoreOutcome.STORED_NEW,
-                int(row["seq"]),
-                int(row["version"]),
-                int(row["members_version"]),
-            )
-        if not row["member"]:
-            return StoreResult(StoreOutcome.NOT_MEMBER)
-        if row["stored_seq"] is not None:
-            return StoreResult(StoreOutcome.STORED, int(row["stored_seq"]))
-        return StoreResult(StoreOutcome.RETRY)
+        return [_outcome(row) for row in rows]  # one row per message, in their order
 
     async def members_with_version(self, conversation_id: str) -> tuple[int, list[str]] | None:
         """The conversation's `members_version` and member ids (in the order they joined),
@@ -240,6 +252,24 @@ class SendRepository:
         if not rows:
             return None
         return int(rows[0].members_version), [r.user_id for r in rows if r.user_id is not None]
+
+
+def _outcome(row: Any) -> StoreResult:
+    if row["seq"] is not None:
+        return StoreResult(
+            StoreOutcome.STORED_NEW, int(row["seq"]), int(row["version"]),
+            int(row["members_version"]),
+        )  # fmt: skip
+    if not row["member"]:
+        return StoreResult(StoreOutcome.NOT_MEMBER)
+    if row["stored_seq"] is not None:
+        return StoreResult(StoreOutcome.STORED, int(row["stored_seq"]))
+    return StoreResult(StoreOutcome.RETRY)
+
+
+def _store_sqlite_many(batch: list[dict[str, Any]], execute: Execute) -> list[StoreResult]:
+    """Each message in turn, in one transaction (the caller's): one commit for all."""
+    return [_store_sqlite(values, execute) for values in batch]
 
 
 def _store_sqlite(values: dict[str, Any], execute: Execute) -> StoreResult:

@@ -25,6 +25,7 @@ from agora.services.messaging.ports import MessagingEvents
 from agora.services.messaging.rate_limits import MessagingLimits
 from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.service.member_lists import MemberLists
+from agora.services.messaging.service.send_order import SendOrder
 
 log = logging.getLogger("agora.messaging")
 
@@ -51,6 +52,8 @@ class ServiceCore:
         self.audit = audit
         self.settings = settings
         self.member_lists = MemberLists()
+        self.send_order = SendOrder()  # the drafts of one author queue in send order
+        self.announce_order = SendOrder()  # and their pushes go in that order too
 
     async def _require_member(self, actor: Actor, conversation_id: str) -> str:
         """The conversation id, checked; NotFound unless the actor is a member."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import html
 import logging
 import uuid
@@ -37,6 +38,8 @@ from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
 from agora.services.messaging.service.conversations import ConversationRules
 from agora.services.messaging.service.media import MediaUploads
+from agora.services.messaging.service.send_order import Turn
+from agora.services.messaging.service.store_batches import StoreBatches
 
 log = logging.getLogger("agora.messaging")
 
@@ -65,17 +68,34 @@ class MessagingService(ConversationRules, MediaUploads):
         media_id: str | None = None,
     ) -> SendResult:
         """Two statements on PostgreSQL: the check (membership, an earlier send of this
-        client id) and the store (repository_send.py); the member list comes from
-        `member_lists`, the presence lookup for offline notifications runs beside the
-        store, and the push is queued (socket/fanout.py): on PostgreSQL + Redis the
-        sender waits for two database round trips (issue 13)."""
+        client id) and the store (repository_send.py), the latter shared with the sends
+        that queued behind the one being stored (group commit, store_batches.py); the
+        member list comes from `member_lists`, the presence lookup for offline
+        notifications runs beside the store, and the push is queued (socket/fanout.py).
+        Sends of one author to one conversation are stored and announced in the order
+        they were called, the checks before running side by side (send_order.py)."""
         conversation_id = validation.conversation_id(conversation_id)
-        stored = await self._check_send(actor, conversation_id, client_id)
+        turn = self.send_order.turn(actor.user_id, conversation_id)  # no await before it
+        try:
+            return await self._send_in_turn(actor, conversation_id, client_id, text, media_id, turn)
+        finally:
+            turn.end()
+
+    async def _send_in_turn(
+        self,
+        actor: Actor,
+        conversation_id: str,
+        client_id: object,
+        text: str | None,
+        media_id: str | None,
+        turn: Turn,
+    ) -> SendResult:
+        earlier = await self._check_send(actor, conversation_id, client_id)
         client_id = validation.client_id(client_id)
         if (text is None) == (media_id is None):
             raise Invalid("text", "Send either text or media_id")
-        if stored is not None:  # a retry: the stored message, nothing counted twice
-            return SendResult(stored, created=False)
+        if earlier is not None:  # a retry: the stored message, nothing counted twice
+            return SendResult(earlier, created=False)
         # Counted before the content is looked at: refused attempts count too, and a
         # blocked client cannot make the audit trail grow.
         await self.limits.check_message(actor)
@@ -101,7 +121,15 @@ class MessagingService(ConversationRules, MediaUploads):
         guessed = self.member_lists.latest(conversation_id)
         early = None if guessed is None else asyncio.ensure_future(self._online(guessed, actor))
         try:
-            return await self._store_and_announce(actor, draft, guessed, early)
+            async with turn:  # the drafts queue in the order of their sends
+                stored = self.store_batches.submit(draft)
+                announcing = self.announce_order.turn(actor.user_id, conversation_id)
+            try:
+                return await self._store_and_announce(
+                    actor, draft, stored, announcing, guessed, early
+                )
+            finally:
+                announcing.end()
         finally:
             if early is not None:
                 early.cancel()  # not used (the store failed, or the members changed)
@@ -110,12 +138,14 @@ class MessagingService(ConversationRules, MediaUploads):
         self,
         actor: Actor,
         draft: Message,
+        stored: asyncio.Future[StoreResult],
+        announcing: Turn,
         guessed: list[str] | None,
         early: asyncio.Future[set[str]] | None,
     ) -> SendResult:
         conversation_id, client_id = draft.conversation_id, draft.client_id
         try:
-            result = await self._store(draft)
+            result = await stored
         except IntegrityError:
             # The same client id, committed by a concurrent send since our check: that
             # message is the answer (the failed statement took no seq).
@@ -126,20 +156,21 @@ class MessagingService(ConversationRules, MediaUploads):
         if result.outcome is StoreOutcome.NOT_MEMBER:  # removed since the check
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
         if result.outcome is StoreOutcome.STORED:
-            stored = await self._stored(actor, conversation_id, client_id)
-            assert stored is not None  # messages are never removed
-            return SendResult(stored, created=False)
+            earlier = await self._stored(actor, conversation_id, client_id)
+            assert earlier is not None  # messages are never removed
+            return SendResult(earlier, created=False)
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
-        member_ids = await self._members(conversation_id, result.members_version)
         MESSAGES_STORED.inc()
-        online = await early if early is not None and member_ids is guessed else None
-        # Both after the store, neither raises (each logs its own failure). The push is
-        # queued (socket/fanout.py); the presence lookup, when not made above, is a round
-        # trip on Redis, the two side by side.
-        await asyncio.gather(
-            self._announce(member_ids, "message:new", message.to_json()),
-            self._notify_offline(member_ids, message, online),
-        )
+        async with announcing:  # after the author's earlier messages, pushed in seq order
+            member_ids = await self._members(conversation_id, result.members_version)
+            online = await early if early is not None and member_ids is guessed else None
+            # Both after the store, neither raises (each logs its own failure). The push
+            # is queued (socket/fanout.py); the presence lookup, when not made above, is a
+            # round trip on Redis, the two side by side.
+            await asyncio.gather(
+                self._announce(member_ids, "message:new", message.to_json()),
+                self._notify_offline(member_ids, message, online),
+            )
         return SendResult(message, created=True)
 
     async def _check_send(
@@ -157,15 +188,25 @@ class MessagingService(ConversationRules, MediaUploads):
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
         return stored
 
-    async def _store(self, draft: Message) -> StoreResult:
-        """One statement in its own transaction on PostgreSQL, one transaction on SQLite;
+    @functools.cached_property
+    def store_batches(self) -> StoreBatches:
+        return StoreBatches(self._store_batch)
+
+    async def _store_batch(self, drafts: list[Message]) -> list[StoreResult | Exception]:
+        """One author's drafts to one conversation, in one transaction (store_batches.py);
         run again when a membership change committed while it waited (a few times at
-        most: each retry sees that change)."""
+        most: each retry sees that change). A client id that raced another send of it
+        fails the batch whole: then each is stored alone, so that only it fails."""
         for _ in range(STORE_ATTEMPTS):
-            result = await SendRepository(self.db).store_message(draft)
-            if result.outcome is not StoreOutcome.RETRY:
-                return result
-        raise ServiceUnavailable("The conversation is changing; try again")
+            try:
+                results = await SendRepository(self.db).store_messages(drafts)
+            except IntegrityError as error:
+                if len(drafts) == 1:
+                    return [error]
+                return [one for draft in drafts for one in await self._store_batch([draft])]
+            if all(result.outcome is not StoreOutcome.RETRY for result in results):
+                return list(results)
+        return [ServiceUnavailable("The conversation is changing; try again") for _ in drafts]
 
     async def _stored(self, actor: Actor, conversation_id: str, client_id: str) -> Message | None:
         async with self.db.single_read() as connection:

@@ -52,6 +52,7 @@ from agora.services.messaging.socket.protocol import (
     reply,
 )
 from agora.services.messaging.socket.room_presence import RoomPresence
+from agora.services.messaging.socket.send_window import SendWindow
 from agora.services.messaging.socket.serializer import (
     PhoenixConnection,
     UnsupportedVersion,
@@ -144,14 +145,32 @@ class MessagingSocket(SocketEndpoint):
         except BadFrame as error:
             socket.answer(bad_frame(error), error.join_ref)
             return
+        if request.event == "message:send":  # side by side with the sends before it
+            if socket.sends is None:
+                socket.sends = SendWindow()
+            await socket.sends.start(self._answer(socket, request))
+            return
+        if socket.sends is not None:  # any other frame comes after them (send_window.py)
+            await socket.sends.settle()
+        await self._answer(socket, request)
+
+    async def settle(self, conn: Connection) -> None:
+        sends = phoenix(conn).sends
+        if sends is not None:
+            await sends.settle()
+
+    async def _answer(self, socket: PhoenixConnection, request: Request) -> None:
+        """Dispatch `request` and answer it, errors included (never raises)."""
         try:
-            response = await self._dispatch(conn, request)
+            response = await self._dispatch(socket, request)
         except AgoraError as error:
             socket.answer(failed(request, error), request.join_ref)
         except (PubSubUnavailable, PresenceUnavailable):
             socket.answer(failed(request, ServiceUnavailable("Try again later")), request.join_ref)
         except Exception:  # a bug: this request fails, the socket goes on
-            log.exception("%s on %s failed for user %s", request.event, request.topic, conn.user_id)
+            log.exception(
+                "%s on %s failed for user %s", request.event, request.topic, socket.user_id
+            )
             internal = {"reason": "Internal error", "status": 500}
             socket.answer(reply(request.topic, request.ref, "error", internal), request.join_ref)
         else:
@@ -349,6 +368,9 @@ class MessagingSocket(SocketEndpoint):
 
     async def on_close(self, conn: Connection) -> None:
         # Stop its typing, take it out of its topics' presence and rooms, and its pushes.
+        sends = phoenix(conn).sends
+        if sends is not None:  # left running only when the socket's task was cancelled
+            sends.cancel()
         self.fanout.leave(conn)
         for topic in sorted(self.rooms.topics_of(conn)):
             try:

@@ -31,6 +31,7 @@ from agora.services.messaging.socket.protocol import (
     parse,
     request_of,
 )
+from agora.services.messaging.socket.send_window import SendWindow
 
 V1 = "1.0.0"
 V2 = "2.0.0"
@@ -134,14 +135,16 @@ def to_v2(frame: str, join_ref: Ref) -> str:
 
 
 class PhoenixConnection(Connection):
-    """A messaging socket: its serializer, and the join_ref of each topic it joined."""
+    """A messaging socket: its serializer, the join_ref of each topic it joined, and
+    its sends in flight (from its first send on)."""
 
-    __slots__ = ("join_refs", "vsn")
+    __slots__ = ("join_refs", "sends", "vsn")
 
     def __init__(self, *args: Any, vsn: str = V1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.vsn = vsn
         self.join_refs: dict[str, Ref] = {}
+        self.sends: SendWindow | None = None
 
     @property
     def v2(self) -> bool:

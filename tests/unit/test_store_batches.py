@@ -1,0 +1,114 @@
+"""Group commit of a message's store (service/store_batches.py): what queues while a
+batch is written goes in the next one, in order; each send gets its own result or
+error; nothing is left waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from agora.db.engine import utcnow
+from agora.services.messaging.domain import Message
+from agora.services.messaging.repository_send import StoreOutcome, StoreResult
+from agora.services.messaging.service import store_batches
+from agora.services.messaging.service.store_batches import StoreBatches
+
+
+def draft(client_id: str, author: str = "alice", conversation: str = "c1") -> Message:
+    return Message(
+        id=uuid.uuid4().hex, conversation_id=conversation, seq=0, version=0,
+        author_id=author, client_id=client_id, kind="text", text=client_id, media=None,
+        created_at=utcnow(),
+    )  # fmt: skip
+
+
+class Store:
+    """Stores batches, numbering their messages; `gate` holds each batch until set."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.last_seq = 0
+
+    async def __call__(self, drafts: list[Message]) -> list[StoreResult | Exception]:
+        self.batches.append([d.client_id for d in drafts])
+        await self.gate.wait()
+        results: list[StoreResult | Exception] = []
+        for d in drafts:
+            if d.client_id.startswith("bad"):
+                results.append(ValueError(d.client_id))
+                continue
+            self.last_seq += 1
+            results.append(StoreResult(StoreOutcome.STORED_NEW, self.last_seq, self.last_seq))
+        return results
+
+
+async def test_what_queues_during_a_batch_goes_in_the_next_one_in_order() -> None:
+    store = Store()
+    batches = StoreBatches(store)
+    store.gate.clear()
+    first = batches.submit(draft("a"))
+    await asyncio.sleep(0)  # the first batch is being written
+    rest = [batches.submit(draft(name)) for name in ("b", "c", "d")]
+    store.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert store.batches == [["a"], ["b", "c", "d"]]
+    assert [r.seq for r in results] == [1, 2, 3, 4]
+    assert len(batches) == 0  # nothing kept once done
+
+
+async def test_authors_and_conversations_are_batched_apart() -> None:
+    store = Store()
+    batches = StoreBatches(store)
+    await asyncio.gather(
+        batches.submit(draft("a")), batches.submit(draft("b", author="bob")),
+        batches.submit(draft("c", conversation="c2")), batches.submit(draft("d")),
+    )  # fmt: skip
+    assert sorted(store.batches) == [["a", "d"], ["b"], ["c"]]
+
+
+async def test_each_send_gets_its_own_error_and_a_batch_error_is_everyones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store()
+    batches = StoreBatches(store)
+    good, bad = batches.submit(draft("good")), batches.submit(draft("bad"))
+    assert (await good).outcome is StoreOutcome.STORED_NEW
+    with pytest.raises(ValueError, match="bad"):
+        await bad
+
+    async def down(drafts: list[Message]) -> list[StoreResult | Exception]:
+        raise ConnectionError("database unreachable")
+
+    failing = StoreBatches(down)
+    both = await asyncio.gather(
+        failing.submit(draft("x")), failing.submit(draft("y")), return_exceptions=True
+    )
+    assert [type(e) for e in both] == [ConnectionError, ConnectionError]
+    assert len(failing) == 0
+
+
+async def test_batches_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_batches, "MAX_BATCH", 2)
+    store = Store()
+    batches = StoreBatches(store)
+    await asyncio.gather(*(batches.submit(draft(str(n))) for n in range(5)))
+    assert store.batches == [["0", "1"], ["2", "3"], ["4"]]
+
+
+async def test_a_cancelled_flush_leaves_no_send_waiting() -> None:
+    store = Store()
+    store.gate.clear()
+    batches = StoreBatches(store)
+    writing = batches.submit(draft("a"))
+    await asyncio.sleep(0)
+    queued = batches.submit(draft("b"))
+    for flush in tuple(batches._flushes):
+        flush.cancel()
+    for stored in (writing, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(stored, 1)
+    assert len(batches) == 0
