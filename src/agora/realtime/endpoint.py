@@ -12,7 +12,8 @@ Phoenix server refusing `connect`, answers the HTTP handshake itself (403, 429, 
 that a client such as phoenix.js never sees an open socket and backs off by itself.
 
 A service subclasses `SocketEndpoint` with `welcome` and `on_frame` (social's in
-`services/social/socket.py`). Every frame a client sends counts against the user's
+`services/social/socket.py`), and `settle` when some frames' work outlives `on_frame`
+(messaging's sends, run side by side). Every frame a client sends counts against the user's
 message limit before `on_frame` sees it. The task serving the socket reads it; a
 writer task exists only while frames wait to be sent (`Connection`). The socket ends
 when the client leaves, a send to it fails, or the server closes it: a close (session

@@ -7,11 +7,10 @@ written, service/store_batches.py). On PostgreSQL **one statement** (a CTE: `STO
 for one message, `STORE_MANY_PG` for a batch) checks membership, advances the
 conversation's counters, inserts the messages with consecutive seqs, moves the author's
 read cursor and returns the conversation's `members_version`, run on a few asyncpg
-connections of its own
-(agora/db/driver.py); on SQLite one transaction of three statements per message (SQLite
-has no data-modifying CTE), run on the event loop's thread when no lock is in the way
-(`Database.run_sqlite`, agora/db/sqlite_inline.py: a hop to aiosqlite's thread per
-statement cost several times the statements themselves).
+connections of its own (agora/db/driver.py); on SQLite one transaction of three
+statements per message (SQLite has no data-modifying CTE), run on the event loop's
+thread when no lock is in the way (`Database.run_sqlite`, agora/db/sqlite_inline.py: a
+hop to aiosqlite's thread per statement cost several times the statements themselves).
 
 Guarantees, on both backends:
 

@@ -1,16 +1,17 @@
 """Sends of one author to one conversation are stored in the order they were made.
 
-The messaging socket runs a burst of `message:send` frames side by side (issue 13:
-on PostgreSQL each send waits for two round trips, and one socket's frames handled one
-after the other left the server idle a third of the time). What may overlap is the
-part before the store: the membership check, the limits, the content. The store and
-the announcement wait for the previous send of the same author and conversation to be
-done with theirs, so that the frames a client sent in order get their seqs, and their
-pushes, in that order.
+The messaging socket runs a burst of `message:send` frames side by side (issue 13):
+the part before the store (the membership check, the limits, the content) may overlap
+and end in any order. Two turns per send keep the order of the calls where it shows:
+`MessagingService.send` queues its draft for the store (store_batches.py) only once the
+previous send of the same author and conversation has queued its own (or failed), and
+announces its message only once that send has announced its own (or failed). So the
+frames a client sent in order get their seqs, and their pushes, in that order, while
+their stores still share a statement.
 
 A turn is taken when the send starts, with no await before it: calls started in order
 (tasks are started in the order they were created) queue in that order. A send that
-fails before its store ends its turn, but the next one still waits behind every
+fails before its turn comes ends it early, but the next one still waits behind every
 earlier one: a turn counts as done only once the turns before it are.
 """
 
