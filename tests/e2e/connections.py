@@ -21,6 +21,13 @@ class TcpEntry:
     local_port: int
     remote_port: int
     state: str
+    local_address: str = ""  # dotted IPv4
+    remote_address: str = ""
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp writes an IPv4 address as 8 hex digits in the host's byte order."""
+    return socket.inet_ntoa(int(hex_address, 16).to_bytes(4, "little"))
 
 
 def tcp_table() -> list[TcpEntry]:
@@ -31,17 +38,23 @@ def tcp_table() -> list[TcpEntry]:
     entries = []
     for line in path.read_text().splitlines()[1:]:
         fields = line.split()
-        local, remote, state = fields[1], fields[2], fields[3]
-        entries.append(TcpEntry(int(local.split(":")[1], 16), int(remote.split(":")[1], 16), state))
+        local, remote, state = fields[1].split(":"), fields[2].split(":"), fields[3]
+        entries.append(
+            TcpEntry(int(local[1], 16), int(remote[1], 16), state,
+                     _address(local[0]), _address(remote[0]))
+        )  # fmt: skip
     return entries
 
 
-def server_side(port: int, peer_port: int) -> list[str]:
-    """States of the sockets on `port` whose peer is `peer_port` (the server's end)."""
+def server_side(server: tuple[str, int], peer: tuple[str, int]) -> list[str]:
+    """States of the server's end of the connection between `server` and `peer`
+    (address, port): the whole four, as the ports alone may match connections of other
+    loopback addresses (seen once in CI: three ESTABLISHED for one connection)."""
     return [
         STATES.get(entry.state, entry.state)
         for entry in tcp_table()
-        if entry.local_port == port and entry.remote_port == peer_port
+        if (entry.local_address, entry.local_port) == server
+        and (entry.remote_address, entry.remote_port) == peer
     ]
 
 
@@ -55,7 +68,9 @@ class DeafSocket:
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
         self.port = port
-        self.local_port: int = self.sock.getsockname()[1]
+        self.local: tuple[str, int] = self.sock.getsockname()[:2]
+        self.server: tuple[str, int] = self.sock.getpeername()[:2]
+        self.local_port = self.local[1]
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -71,7 +86,7 @@ class DeafSocket:
         self.status_line = head.split(b"\r\n", 1)[0].decode()
 
     def server_states(self) -> list[str]:
-        return server_side(self.port, self.local_port)
+        return server_side(self.server, self.local)
 
     def read_to_end(self) -> str:
         """Read what reached this end, then: "reset", "eof", or "open" (still open)."""
