@@ -70,7 +70,6 @@ class DeafSocket:
         self.port = port
         self.local: tuple[str, int] = self.sock.getsockname()[:2]
         self.server: tuple[str, int] = self.sock.getpeername()[:2]
-        self.local_port = self.local[1]
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
