@@ -1,6 +1,6 @@
 """The send's store (repository_send.py) and the cached member lists, on SQLite and
-PostgreSQL: a non-member stores nothing, a resent client id stores nothing and answers
-the earlier seq, seqs stay gapless under concurrency, the author's cursor moves, and a
+PostgreSQL: a non-member stores nothing, a resent client id fails the store whole and
+stores nothing, seqs stay gapless under concurrency, the author's cursor moves, and a
 removed member stops receiving at once, whichever process removed them."""
 
 from __future__ import annotations
@@ -107,8 +107,14 @@ async def test_store_guarantees(world: World) -> None:
     assert after["cursors"] == {a.user_id: 1, b.user_id: 0}  # the author's cursor only
     assert (after["last_seq"], after["last_version"], after["seqs"]) == (1, 1, [1])
 
-    again = await store(world, draft(cid, a, "a-1", text="resent"))
-    assert (again.outcome, again.seq) == (StoreOutcome.STORED, 1)
+    # A client id stored before fails the store whole (the unique index judges): alone,
+    # or in a batch with a fresh one, nothing is stored, no seq is taken.
+    with pytest.raises(IntegrityError):
+        await store(world, draft(cid, a, "a-1", text="resent"))
+    with pytest.raises(IntegrityError):
+        await SendRepository(world.db).store_messages(
+            [draft(cid, a, "a-2"), draft(cid, a, "a-1", text="resent")]
+        )
     assert await state(world, cid) == after  # nothing stored, nothing counted
 
     theirs = await store(world, draft(cid, b, "a-1"))  # another author, same client id
@@ -141,27 +147,30 @@ async def test_concurrent_stores_stay_gapless(world: World) -> None:
         assert final["cursors"][person.user_id] == max(mine)
 
 
-async def test_a_batch_takes_consecutive_seqs_and_answers_earlier_client_ids(
-    world: World,
-) -> None:
+async def test_a_batch_takes_consecutive_seqs_or_fails_whole(world: World) -> None:
     conversation, (a, b) = await group_of(world, 2)
     cid = conversation.id
     await store(world, draft(cid, a, "early"))
-    batch = [draft(cid, a, "one"), draft(cid, a, "early", text="resent"), draft(cid, a, "two")]
+    batch = [draft(cid, a, "one", text="1"), draft(cid, a, "two", text="2")]
     results = await SendRepository(world.db).store_messages(batch)
-    assert [(r.outcome, r.seq) for r in results] == [
-        (StoreOutcome.STORED_NEW, 2), (StoreOutcome.STORED, 1), (StoreOutcome.STORED_NEW, 3)
+    assert [(r.outcome, r.seq, r.version) for r in results] == [
+        (StoreOutcome.STORED_NEW, 2, 2), (StoreOutcome.STORED_NEW, 3, 3)
     ]  # fmt: skip
-    assert [r.version for r in results if r.outcome is StoreOutcome.STORED_NEW] == [2, 3]
     after = await state(world, cid)
     assert (after["last_seq"], after["last_version"], after["seqs"]) == (3, 3, [1, 2, 3])
     assert after["cursors"] == {a.user_id: 3, b.user_id: 0}
+    # An earlier client id in a batch: the batch fails whole, its fresh ones included.
+    with pytest.raises(IntegrityError):
+        await SendRepository(world.db).store_messages(
+            [draft(cid, a, "three"), draft(cid, a, "early", text="resent")]
+        )
     async with world.db.sessions() as session:
         texts = (await session.scalars(
             select(MsgMessage.text).where(MsgMessage.conversation_id == cid)
             .order_by(MsgMessage.seq)
         )).all()  # fmt: skip
-    assert list(texts) == ["hi", "hi", "hi"]  # the resent text was not stored
+    assert list(texts) == ["hi", "1", "2"]
+    assert await state(world, cid) == after
     stranger = await world.user()
     refused = await SendRepository(world.db).store_messages(
         [draft(cid, stranger, "s-1"), draft(cid, stranger, "s-2")]

@@ -15,15 +15,18 @@ hop to aiosqlite's thread per statement cost several times the statements themse
 Guarantees, on both backends:
 
 - a non-member stores nothing (`StoreOutcome.NOT_MEMBER`);
-- a client id already stored by this author in this conversation stores nothing and
-  answers the stored message (`StoreOutcome.STORED`); two concurrent sends of one client
-  id (or one client id twice in a batch, on PostgreSQL): the unique (conversation,
-  author, client id) index refuses the second statement whole (`IntegrityError`), so no
-  seq is taken for it and seqs stay gapless;
+- a client id this author already stored in this conversation (by a send that raced
+  this one past its check, or twice in one batch) fails the whole store with
+  `IntegrityError`: the unique (conversation, author, client id) index refuses it, the
+  transaction is rolled back, no seq is taken and seqs stay gapless. The index is the
+  only judge: a lookup of earlier client ids in the statement would only repeat, for
+  committed sends, what the index decides for all (and on PostgreSQL such a lookup was
+  planned on a fresh table as a scan of the whole conversation: see docs/benchmarks.md,
+  "sixth round");
 - a batch's new messages take consecutive seqs in the batch's order;
 - the author's read cursor is at their last message.
 
-On PostgreSQL the statement's reads (membership, an earlier send) see the snapshot taken
+On PostgreSQL the statement's read of the membership sees the snapshot taken
 when it started, and its `UPDATE` of the conversation may then wait for the row lock
 behind a membership change (which bumps `members_version` under that lock). The
 `UPDATE` only goes ahead when `members_version` is still what the snapshot saw
@@ -56,7 +59,6 @@ from agora.services.messaging.repository import (
 
 class StoreOutcome(enum.Enum):
     STORED_NEW = "new"
-    STORED = "stored"  # this client id was stored before: nothing new
     NOT_MEMBER = "not member"  # or no such conversation
     RETRY = "retry"  # the membership changed while the statement waited (PostgreSQL)
 
@@ -75,16 +77,13 @@ class StoreResult:
 STORE_PG = """
 WITH member AS (
     SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
-), stored AS (
-    SELECT seq FROM msg_messages
-    WHERE conversation_id = $1 AND author_id = $2 AND client_id = $3
 ), seen AS (
     SELECT members_version FROM msg_conversations WHERE id = $1
 ), bump AS (
     UPDATE msg_conversations
     SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = $8
     WHERE id = $1
-      AND EXISTS (SELECT 1 FROM member) AND NOT EXISTS (SELECT 1 FROM stored)
+      AND EXISTS (SELECT 1 FROM member)
       AND members_version = (SELECT members_version FROM seen)
     RETURNING last_seq, last_version, members_version
 ), inserted AS (
@@ -103,17 +102,16 @@ SELECT (SELECT seq FROM inserted) AS seq,
        (SELECT version FROM inserted) AS version,
        (SELECT members_version FROM bump) AS members_version,
        (SELECT count(*) FROM moved) AS moved,
-       EXISTS (SELECT 1 FROM member) AS member,
-       (SELECT seq FROM stored) AS stored_seq
+       EXISTS (SELECT 1 FROM member) AS member
 """
 
 
 # A batch of one author's messages to one conversation in one statement (group commit:
 # one commit for the batch). $1 the conversation, $2 the author, then one array per
 # column, in send order: $3 client ids, $4 message ids, $5 kinds, $6 texts, $7 media ids,
-# $8 times. Client ids already stored are answered, not stored; the others take
-# consecutive seqs in array order. Two equal client ids in one batch fail the unique
-# index (IntegrityError), as two concurrent sends do: the caller then stores each alone.
+# $8 times. The messages take consecutive seqs in array order; a client id stored before
+# (or twice in the batch) fails the unique index (IntegrityError): the caller then stores
+# each alone, so that only that one fails.
 STORE_MANY_PG = """
 WITH input AS (
     SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -121,23 +119,8 @@ WITH input AS (
         WITH ORDINALITY AS given(client_id, id, kind, text, media_id, created_at, n)
 ), member AS (
     SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
-), stored AS (
-    -- One lookup of the unique index per client id: a subquery per row, which the
-    -- planner keeps as such (a join or `= ANY` was planned as a filter over every
-    -- message of the author, a cost growing with the conversation).
-    SELECT client_id, seq FROM (
-        SELECT input.client_id, (
-            SELECT seq FROM msg_messages
-            WHERE conversation_id = $1 AND author_id = $2 AND client_id = input.client_id
-        ) AS seq
-        FROM input
-    ) AS looked_up
-    WHERE seq IS NOT NULL
-), fresh AS (
-    SELECT input.*, row_number() OVER (ORDER BY n) AS k
-    FROM input WHERE client_id NOT IN (SELECT client_id FROM stored)
 ), added AS (
-    SELECT count(*) AS count, max(created_at) AS at FROM fresh
+    SELECT count(*) AS count, max(created_at) AS at FROM input
 ), seen AS (
     SELECT members_version FROM msg_conversations WHERE id = $1
 ), bump AS (
@@ -146,17 +129,17 @@ WITH input AS (
         last_version = last_version + (SELECT count FROM added),
         last_activity_at = (SELECT at FROM added)
     WHERE id = $1
-      AND EXISTS (SELECT 1 FROM member) AND EXISTS (SELECT 1 FROM fresh)
+      AND EXISTS (SELECT 1 FROM member)
       AND members_version = (SELECT members_version FROM seen)
     RETURNING last_seq, last_version, members_version
 ), inserted AS (
     INSERT INTO msg_messages
         (id, conversation_id, seq, version, author_id, client_id, kind, text, media_id,
          created_at)
-    SELECT fresh.id, $1, bump.last_seq - added.count + fresh.k,
-           bump.last_version - added.count + fresh.k, $2, fresh.client_id, fresh.kind,
-           fresh.text, fresh.media_id, fresh.created_at
-    FROM fresh CROSS JOIN bump CROSS JOIN added
+    SELECT input.id, $1, bump.last_seq - added.count + input.n,
+           bump.last_version - added.count + input.n, $2, input.client_id, input.kind,
+           input.text, input.media_id, input.created_at
+    FROM input CROSS JOIN bump CROSS JOIN added
     RETURNING client_id, seq, version
 ), moved AS (
     UPDATE msg_members SET read_seq = (SELECT max(seq) FROM inserted)
@@ -164,13 +147,12 @@ WITH input AS (
       AND read_seq < (SELECT max(seq) FROM inserted)
     RETURNING 1
 )
-SELECT inserted.seq, inserted.version, stored.seq AS stored_seq,
+SELECT inserted.seq, inserted.version,
        (SELECT members_version FROM bump) AS members_version,
        EXISTS (SELECT 1 FROM member) AS member,
        (SELECT count(*) FROM moved) AS moved
 FROM input
 LEFT JOIN inserted ON inserted.client_id = input.client_id
-LEFT JOIN stored ON stored.client_id = input.client_id
 ORDER BY input.n
 """
 
@@ -206,18 +188,11 @@ LEFT JOIN msg_messages AS earlier
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
 CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
-EARLIER_SEQ_SQLITE_SQL = """
-SELECT seq FROM msg_messages WHERE conversation_id = :cid AND author_id = :author
-  AND client_id = :client_id
-"""
 ADVANCE_SQLITE_SQL = """
 UPDATE msg_conversations
 SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
 WHERE id = :cid
   AND EXISTS (SELECT 1 FROM msg_members WHERE conversation_id = :cid AND user_id = :author)
-  AND NOT EXISTS (
-      SELECT 1 FROM msg_messages
-      WHERE conversation_id = :cid AND author_id = :author AND client_id = :client_id)
 RETURNING last_seq, last_version, members_version
 """
 INSERT_SQLITE_SQL = """
@@ -319,8 +294,6 @@ def _outcome(row: Any) -> StoreResult:
         )  # fmt: skip
     if not row["member"]:
         return StoreResult(StoreOutcome.NOT_MEMBER)
-    if row["stored_seq"] is not None:
-        return StoreResult(StoreOutcome.STORED, int(row["stored_seq"]))
     return StoreResult(StoreOutcome.RETRY)
 
 
@@ -332,12 +305,9 @@ def _store_sqlite_many(batch: list[dict[str, Any]], execute: Execute) -> list[St
 def _store_sqlite(values: dict[str, Any], execute: Execute) -> StoreResult:
     """Three statements in one transaction (the caller's); the first takes SQLite's
     write lock, so the checks in its WHERE are made under it."""
-    keys = {name: values[name] for name in ("cid", "author", "client_id", "now")}
+    keys = {name: values[name] for name in ("cid", "author", "now")}
     rows = execute(ADVANCE_SQLITE_SQL, keys)
     if not rows:
-        earlier = execute(EARLIER_SEQ_SQLITE_SQL, keys)
-        if earlier:
-            return StoreResult(StoreOutcome.STORED, int(earlier[0][0]))
         return StoreResult(StoreOutcome.NOT_MEMBER)
     seq, version, members_version = (int(x) for x in rows[0])
     execute(INSERT_SQLITE_SQL, values | {"seq": seq, "version": version})

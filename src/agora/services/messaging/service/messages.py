@@ -147,18 +147,14 @@ class MessagingService(ConversationRules, MediaUploads):
         try:
             result = await stored
         except IntegrityError:
-            # The same client id, committed by a concurrent send since our check: that
-            # message is the answer (the failed statement took no seq).
+            # The same client id, stored by a concurrent send since our check (or twice
+            # in a burst): that message is the answer (the failed store took no seq).
             raced = await self._stored(actor, conversation_id, client_id)
             if raced is None:
                 raise
             return SendResult(raced, created=False)
         if result.outcome is StoreOutcome.NOT_MEMBER:  # removed since the check
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
-        if result.outcome is StoreOutcome.STORED:
-            earlier = await self._stored(actor, conversation_id, client_id)
-            assert earlier is not None  # messages are never removed
-            return SendResult(earlier, created=False)
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
         MESSAGES_STORED.inc()
         async with announcing:  # after the author's earlier messages, pushed in seq order
