@@ -212,6 +212,42 @@ async def test_a_burst_of_sends_is_stored_in_batches_in_call_order(
     assert (await state(world, conversation.id))["seqs"] == list(range(1, 15))
 
 
+async def test_the_checks_of_a_burst_share_statements(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks before the stores are batched too: a burst mixing new client ids
+    with resent ones answers each resend with its earlier message, and a stranger's
+    burst is refused whole."""
+    conversation, (a, _) = await group_of(world, 2)
+    early = await world.service.send(a, conversation.id, "early", text="first")
+    checks: list[list[str]] = []
+    check_sends = SendRepository.check_sends
+
+    async def counted(
+        repository: SendRepository, cid: str, author: str, client_ids: list[str]
+    ) -> tuple[bool, list[str | None]]:
+        checks.append(list(client_ids))
+        return await check_sends(repository, cid, author, client_ids)
+
+    monkeypatch.setattr(SendRepository, "check_sends", counted)
+    client_ids = ["c-0", "early", "c-1", "c-2", "early", "c-3"]
+    results = await asyncio.gather(
+        *(world.service.send(a, conversation.id, c, text=c) for c in client_ids)
+    )
+    assert [c for batch in checks for c in batch] == client_ids  # each checked, in order
+    assert len(checks) < len(client_ids)  # some shared a statement
+    assert [r.created for r in results] == [True, False, True, True, False, True]
+    assert results[1].message == results[4].message == early.message
+    assert [r.message.seq for r in results] == [2, 1, 3, 4, 1, 5]
+    stranger = await world.user()
+    refused = await asyncio.gather(
+        *(world.service.send(stranger, conversation.id, f"s-{n}", text="x") for n in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, NotFound) for r in refused)
+    assert (await state(world, conversation.id))["seqs"] == [1, 2, 3, 4, 5]
+
+
 async def test_removal_committed_while_a_store_waits(world: World) -> None:
     """The store waits for the conversation's lock behind a removal of its author; once
     the removal commits, nothing is stored (PostgreSQL re-runs on a fresh snapshot)."""

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from agora.realtime.connection import Connection
-from agora.services.messaging.repository_send import SendRepository
+from agora.services.messaging.service.messages import MessagingService
 from tests.service.messaging_sockets import (
     direct,
     error_of,
@@ -518,27 +518,28 @@ async def test_a_removed_member_is_taken_out_of_the_topic(server: Server) -> Non
 async def test_a_burst_of_sends_runs_side_by_side_in_frame_order(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sends of one socket overlap (the checks here), yet get their seqs in frame order,
-    and a frame after them (a leave) is answered only once they are (send_window.py)."""
+    """Sends of one socket overlap (their content checks here), yet get their seqs in
+    frame order, and a frame after them (a leave) is answered only once they are
+    (send_window.py)."""
     alice, bob = await server.user(), await server.user()
     conversation_id = await direct(alice, bob)
     phone = await joined_device(alice, conversation_id)
     burst = 8
     checking, most = 0, 0
-    check_send = SendRepository.check_send
+    message_text = MessagingService._message_text
 
-    async def slow_check(repository: SendRepository, cid: str, author: str, client_id: str) -> Any:
+    async def slow_text(service: MessagingService, actor: Any, cid: str, text: str) -> Any:
         nonlocal checking, most
         checking += 1
         most = max(most, checking)
         try:
             # The later the frame, the sooner its check ends: order comes from the turns.
-            await asyncio.sleep(0.02 * (burst - int(client_id.removeprefix("b-"))))
-            return await check_send(repository, cid, author, client_id)
+            await asyncio.sleep(0.02 * (burst - int(text.removeprefix("n"))))
+            return await message_text(service, actor, cid, text)
         finally:
             checking -= 1
 
-    monkeypatch.setattr(SendRepository, "check_send", slow_check)
+    monkeypatch.setattr(MessagingService, "_message_text", slow_text)
     refs = [
         await phone.push(
             topic(conversation_id), "message:send", {"client_id": f"b-{i}", "text": f"n{i}"}

@@ -1,9 +1,9 @@
 """SQL of a message send: the hot write path of messaging (issue 13).
 
-`check_send` is one read (is the author a member, and did they already send this client
-id?), `store_messages` the write of one author's messages to one conversation, one or a
-batch (group commit: the service stores what queued up while the previous batch was
-written, service/store_batches.py). On PostgreSQL **one statement** (a CTE: `STORE_PG`
+`check_sends` is one read (is the author a member, and did they already send these
+client ids?), `store_messages` the write of one author's messages to one conversation;
+each for one send or a batch of them (the service runs what queued up while the
+previous batch ran, service/batches.py). On PostgreSQL **one statement** (a CTE: `STORE_PG`
 for one message, `STORE_MANY_PG` for a batch) checks membership, advances the
 conversation's counters, inserts the messages with consecutive seqs, moves the author's
 read cursor and returns the conversation's `members_version`, run on a few asyncpg
@@ -180,6 +180,8 @@ def _values(message: Message) -> dict[str, Any]:
 
 # The membership row and the id of an earlier message of this client id: no row, not a
 # member; a row with an id, a resend (its message is then read in full: rare).
+# CHECK_MANY_PG: the same for several client ids ($3), in one row: the membership, and
+# the earlier id (or NULL) of each client id, in their order.
 CHECK_SQL = """
 SELECT earlier.id FROM msg_members AS member
 LEFT JOIN msg_messages AS earlier
@@ -188,6 +190,17 @@ LEFT JOIN msg_messages AS earlier
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
 CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
+CHECK_MANY_PG = """
+SELECT EXISTS (
+           SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
+       ) AS member,
+       ARRAY(
+           SELECT (SELECT id FROM msg_messages
+                   WHERE conversation_id = $1 AND author_id = $2 AND client_id = given.client_id)
+           FROM unnest($3::text[]) WITH ORDINALITY AS given(client_id, n)
+           ORDER BY n
+       ) AS earlier
+"""
 ADVANCE_SQLITE_SQL = """
 UPDATE msg_conversations
 SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
@@ -219,24 +232,31 @@ class SendRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def check_send(
-        self, conversation_id: str, author_id: str, client_id: str
-    ) -> tuple[bool, Message | None]:
-        """(is `author_id` a member, the message they stored under `client_id` if any):
-        one statement, the membership row joined to the earlier message's id."""
+    async def check_sends(
+        self, conversation_id: str, author_id: str, client_ids: list[str]
+    ) -> tuple[bool, list[str | None]]:
+        """Is `author_id` a member, and the id of the message they stored under each of
+        `client_ids` (None where none), in their order: one statement (SQLite: one per
+        client id, on the loop's thread)."""
         if self.db.is_postgres:
-            found = await self.db.fetchrow(CHECK_PG, conversation_id, author_id, client_id)
-        else:
-            params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
-            rows = await self.db.run_sqlite(lambda execute: execute(CHECK_SQL, params), write=False)
-            found = rows[0] if rows else None
-        if found is None:
-            return False, None
-        earlier_id = found[0]
-        if earlier_id is None:
-            return True, None
-        async with self.db.single_read() as connection:  # a resend: rare
-            return True, await MessagingRepository(connection).message(conversation_id, earlier_id)
+            if len(client_ids) > 1:
+                row = await self.db.fetchrow(CHECK_MANY_PG, conversation_id, author_id, client_ids)
+                assert row is not None  # one row, always
+                member = bool(row["member"])
+                return member, (list(row["earlier"]) if member else [])
+            found = await self.db.fetchrow(CHECK_PG, conversation_id, author_id, client_ids[0])
+            return (False, []) if found is None else (True, [found[0]])
+        rows = await self.db.run_sqlite(
+            functools.partial(_check_sqlite, conversation_id, author_id, client_ids), write=False
+        )
+        return (False, []) if rows is None else (True, rows)
+
+    async def earlier_message(self, conversation_id: str, message_id: str) -> Message:
+        """The message a resent client id was stored as (rare: read in full)."""
+        async with self.db.single_read() as connection:
+            found = await MessagingRepository(connection).message(conversation_id, message_id)
+        assert found is not None  # messages are never removed
+        return found
 
     async def store_messages(self, messages: list[Message]) -> list[StoreResult]:
         """Store `messages`, one author's to one conversation, in this order and in one
@@ -295,6 +315,20 @@ def _outcome(row: Any) -> StoreResult:
     if not row["member"]:
         return StoreResult(StoreOutcome.NOT_MEMBER)
     return StoreResult(StoreOutcome.RETRY)
+
+
+def _check_sqlite(
+    conversation_id: str, author_id: str, client_ids: list[str], execute: Execute
+) -> list[str | None] | None:
+    """The earlier message id of each client id; None if the author is not a member."""
+    earlier: list[str | None] = []
+    for client_id in client_ids:
+        params = {"cid": conversation_id, "author": author_id, "client_id": client_id}
+        rows = execute(CHECK_SQL, params)
+        if not rows:
+            return None
+        earlier.append(rows[0][0])
+    return earlier
 
 
 def _store_sqlite_many(batch: list[dict[str, Any]], execute: Execute) -> list[StoreResult]:

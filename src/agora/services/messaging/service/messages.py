@@ -36,10 +36,10 @@ from agora.services.messaging.domain import (
 )
 from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
+from agora.services.messaging.service.batches import Batches
 from agora.services.messaging.service.conversations import ConversationRules
 from agora.services.messaging.service.media import MediaUploads
 from agora.services.messaging.service.send_order import Turn
-from agora.services.messaging.service.store_batches import StoreBatches
 
 log = logging.getLogger("agora.messaging")
 
@@ -68,8 +68,9 @@ class MessagingService(ConversationRules, MediaUploads):
         media_id: str | None = None,
     ) -> SendResult:
         """Two statements on PostgreSQL: the check (membership, an earlier send of this
-        client id) and the store (repository_send.py), the latter shared with the sends
-        that queued behind the one being stored (group commit, store_batches.py); the
+        client id) and the store (repository_send.py), each shared with the sends of
+        the same author and conversation that queued behind the batch running (the
+        store's: group commit; batches.py); the
         member list comes from `member_lists`, the presence lookup for offline
         notifications runs beside the store, and the push is queued (socket/fanout.py).
         Sends of one author to one conversation are stored and announced in the order
@@ -122,7 +123,7 @@ class MessagingService(ConversationRules, MediaUploads):
         early = None if guessed is None else asyncio.ensure_future(self._online(guessed, actor))
         try:
             async with turn:  # the drafts queue in the order of their sends
-                stored = self.store_batches.submit(draft)
+                stored = self.store_batches.submit((actor.user_id, conversation_id), draft)
                 announcing = self.announce_order.turn(actor.user_id, conversation_id)
             try:
                 return await self._store_and_announce(
@@ -177,19 +178,38 @@ class MessagingService(ConversationRules, MediaUploads):
         if not isinstance(client_id, str) or not validation.is_client_id(client_id):
             await self._require_member(actor, conversation_id)  # then the 422
             return None
-        member, stored = await SendRepository(self.db).check_send(
-            conversation_id, actor.user_id, client_id
+        member, earlier_id = await self.check_batches.submit(
+            (actor.user_id, conversation_id), (actor.user_id, conversation_id, client_id)
         )
         if not member:
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
-        return stored
+        if earlier_id is None:
+            return None
+        return await SendRepository(self.db).earlier_message(conversation_id, earlier_id)
 
     @functools.cached_property
-    def store_batches(self) -> StoreBatches:
-        return StoreBatches(self._store_batch)
+    def check_batches(self) -> Batches[tuple[str, str, str], tuple[bool, str | None]]:
+        """Per (author, conversation): the client ids to check, in one statement."""
+        return Batches(self._check_batch)
+
+    @functools.cached_property
+    def store_batches(self) -> Batches[Message, StoreResult]:
+        """Per (author, conversation): the drafts to store, in one statement and commit."""
+        return Batches(self._store_batch)
+
+    async def _check_batch(self, asks: list[tuple[str, str, str]]) -> list[tuple[bool, str | None]]:
+        """(author, conversation, client id) asks, all of one author and conversation:
+        (is the author a member, the earlier message id of that client id) for each."""
+        author_id, conversation_id, _ = asks[0]
+        member, earlier = await SendRepository(self.db).check_sends(
+            conversation_id, author_id, [client_id for _, _, client_id in asks]
+        )
+        if not member:
+            return [(False, None)] * len(asks)
+        return [(True, earlier_id) for earlier_id in earlier]
 
     async def _store_batch(self, drafts: list[Message]) -> list[StoreResult | Exception]:
-        """One author's drafts to one conversation, in one transaction (store_batches.py);
+        """One author's drafts to one conversation, in one transaction (batches.py);
         run again when a membership change committed while it waited (a few times at
         most: each retry sees that change). A client id that raced another send of it
         fails the batch whole: then each is stored alone, so that only it fails."""

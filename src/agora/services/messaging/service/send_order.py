@@ -3,7 +3,7 @@
 The messaging socket runs a burst of `message:send` frames side by side (issue 13):
 the part before the store (the membership check, the limits, the content) may overlap
 and end in any order. Two turns per send keep the order of the calls where it shows:
-`MessagingService.send` queues its draft for the store (store_batches.py) only once the
+`MessagingService.send` queues its draft for the store (batches.py) only once the
 previous send of the same author and conversation has queued its own (or failed), and
 announces its message only once that send has announced its own (or failed). So the
 frames a client sent in order get their seqs, and their pushes, in that order, while

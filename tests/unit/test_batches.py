@@ -1,5 +1,5 @@
-"""Group commit of a message's store (service/store_batches.py): what queues while a
-batch is written goes in the next one, in order; each send gets its own result or
+"""Batches of sends (service/batches.py), here of stores (group commit): what queues
+while a batch runs goes in the next one, in order; each send gets its own result or
 error; nothing is left waiting."""
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ import pytest
 from agora.db.engine import utcnow
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository_send import StoreOutcome, StoreResult
-from agora.services.messaging.service import store_batches
-from agora.services.messaging.service.store_batches import StoreBatches
+from agora.services.messaging.service import batches as batches_module
+from agora.services.messaging.service.batches import Batches
+
+
+class StoreBatches(Batches[Message, StoreResult]):
+    """Keyed as `MessagingService` keys its stores: by author and conversation."""
+
+    def submit_draft(self, draft: Message) -> asyncio.Future[StoreResult]:
+        return self.submit((draft.author_id, draft.conversation_id), draft)
 
 
 def draft(client_id: str, author: str = "alice", conversation: str = "c1") -> Message:
@@ -50,9 +57,9 @@ async def test_what_queues_during_a_batch_goes_in_the_next_one_in_order() -> Non
     store = Store()
     batches = StoreBatches(store)
     store.gate.clear()
-    first = batches.submit(draft("a"))
+    first = batches.submit_draft(draft("a"))
     await asyncio.sleep(0)  # the first batch is being written
-    rest = [batches.submit(draft(name)) for name in ("b", "c", "d")]
+    rest = [batches.submit_draft(draft(name)) for name in ("b", "c", "d")]
     store.gate.set()
     results = await asyncio.gather(first, *rest)
     assert store.batches == [["a"], ["b", "c", "d"]]
@@ -64,8 +71,8 @@ async def test_authors_and_conversations_are_batched_apart() -> None:
     store = Store()
     batches = StoreBatches(store)
     await asyncio.gather(
-        batches.submit(draft("a")), batches.submit(draft("b", author="bob")),
-        batches.submit(draft("c", conversation="c2")), batches.submit(draft("d")),
+        batches.submit_draft(draft("a")), batches.submit_draft(draft("b", author="bob")),
+        batches.submit_draft(draft("c", conversation="c2")), batches.submit_draft(draft("d")),
     )  # fmt: skip
     assert sorted(store.batches) == [["a", "d"], ["b"], ["c"]]
 
@@ -75,7 +82,7 @@ async def test_each_send_gets_its_own_error_and_a_batch_error_is_everyones(
 ) -> None:
     store = Store()
     batches = StoreBatches(store)
-    good, bad = batches.submit(draft("good")), batches.submit(draft("bad"))
+    good, bad = batches.submit_draft(draft("good")), batches.submit_draft(draft("bad"))
     assert (await good).outcome is StoreOutcome.STORED_NEW
     with pytest.raises(ValueError, match="bad"):
         await bad
@@ -85,17 +92,17 @@ async def test_each_send_gets_its_own_error_and_a_batch_error_is_everyones(
 
     failing = StoreBatches(down)
     both = await asyncio.gather(
-        failing.submit(draft("x")), failing.submit(draft("y")), return_exceptions=True
+        failing.submit_draft(draft("x")), failing.submit_draft(draft("y")), return_exceptions=True
     )
     assert [type(e) for e in both] == [ConnectionError, ConnectionError]
     assert len(failing) == 0
 
 
 async def test_batches_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_batches, "MAX_BATCH", 2)
+    monkeypatch.setattr(batches_module, "MAX_BATCH", 2)
     store = Store()
     batches = StoreBatches(store)
-    await asyncio.gather(*(batches.submit(draft(str(n))) for n in range(5)))
+    await asyncio.gather(*(batches.submit_draft(draft(str(n))) for n in range(5)))
     assert store.batches == [["0", "1"], ["2", "3"], ["4"]]
 
 
@@ -103,9 +110,9 @@ async def test_a_cancelled_flush_leaves_no_send_waiting() -> None:
     store = Store()
     store.gate.clear()
     batches = StoreBatches(store)
-    writing = batches.submit(draft("a"))
+    writing = batches.submit_draft(draft("a"))
     await asyncio.sleep(0)
-    queued = batches.submit(draft("b"))
+    queued = batches.submit_draft(draft("b"))
     for flush in tuple(batches._flushes):
         flush.cancel()
     for stored in (writing, queued):
