@@ -180,8 +180,6 @@ def _values(message: Message) -> dict[str, Any]:
 
 # The membership row and the id of an earlier message of this client id: no row, not a
 # member; a row with an id, a resend (its message is then read in full: rare).
-# CHECK_MANY_PG: the same for several client ids ($3), in one row: the membership, and
-# the earlier id (or NULL) of each client id, in their order.
 CHECK_SQL = """
 SELECT earlier.id FROM msg_members AS member
 LEFT JOIN msg_messages AS earlier
@@ -190,17 +188,26 @@ LEFT JOIN msg_messages AS earlier
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
 CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
-CHECK_MANY_PG = """
-SELECT EXISTS (
-           SELECT 1 FROM msg_members WHERE conversation_id = $1 AND user_id = $2
-       ) AS member,
-       ARRAY(
-           SELECT (SELECT id FROM msg_messages
-                   WHERE conversation_id = $1 AND author_id = $2 AND client_id = given.client_id)
-           FROM unnest($3::text[]) WITH ORDINALITY AS given(client_id, n)
-           ORDER BY n
-       ) AS earlier
-"""
+
+
+@functools.cache
+def check_many_pg(count: int) -> str:
+    """`CHECK_PG` for `count` client ids ($3 on): the membership row, joined to the
+    earlier message of each. Joins, not a subquery per client id, a join on `unnest` or
+    `= ANY`: on a table without statistics yet (a fresh database), PostgreSQL planned
+    each of those as a scan of the conversation's (or the author's) messages and kept
+    that plan for the connection's life (docs/benchmarks.md, "sixth round"); these
+    joins probe the unique index once per client id."""
+    earlier = ", ".join(f"e{n}.id" for n in range(count))
+    joins = "\n".join(
+        f"LEFT JOIN msg_messages AS e{n} ON e{n}.conversation_id = member.conversation_id"
+        f" AND e{n}.author_id = member.user_id AND e{n}.client_id = ${3 + n}"
+        for n in range(count)
+    )
+    where = "WHERE member.conversation_id = $1 AND member.user_id = $2"
+    return f"SELECT {earlier} FROM msg_members AS member\n{joins}\n{where}"  # noqa: S608 (no input in it)
+
+
 ADVANCE_SQLITE_SQL = """
 UPDATE msg_conversations
 SET last_seq = last_seq + 1, last_version = last_version + 1, last_activity_at = :now
@@ -239,13 +246,9 @@ class SendRepository:
         `client_ids` (None where none), in their order: one statement (SQLite: one per
         client id, on the loop's thread)."""
         if self.db.is_postgres:
-            if len(client_ids) > 1:
-                row = await self.db.fetchrow(CHECK_MANY_PG, conversation_id, author_id, client_ids)
-                assert row is not None  # one row, always
-                member = bool(row["member"])
-                return member, (list(row["earlier"]) if member else [])
-            found = await self.db.fetchrow(CHECK_PG, conversation_id, author_id, client_ids[0])
-            return (False, []) if found is None else (True, [found[0]])
+            sql = CHECK_PG if len(client_ids) == 1 else check_many_pg(len(client_ids))
+            found = await self.db.fetchrow(sql, conversation_id, author_id, *client_ids)
+            return (False, []) if found is None else (True, list(found))
         rows = await self.db.run_sqlite(
             functools.partial(_check_sqlite, conversation_id, author_id, client_ids), write=False
         )

@@ -4,7 +4,7 @@ On PostgreSQL each statement costs a round trip, and a store also waits for its 
 to reach the disk (about 1 ms, most of a send's wait). A socket runs a burst of sends
 at once (socket/send_window.py), so their statements are grouped: items queue here per
 key (author, conversation) in the order they were submitted, and one flush at a time
-per key runs what has queued, up to `MAX_BATCH`, in one call of the batch function
+per key runs what has queued, up to `max_batch`, in one call of the batch function
 (one statement; for stores, one commit); what queues meanwhile goes in the next
 batch. An item alone is a batch of one, run at once: a batch never waits to fill.
 
@@ -28,14 +28,17 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-MAX_BATCH = 64  # items per call at most
+MAX_BATCH = 64  # items per call at most, unless the batches are given fewer
 
 
 class Batches(Generic[Item, Result]):
     def __init__(
-        self, run: Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]]
+        self,
+        run: Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]],
+        max_batch: int | None = None,
     ) -> None:
         self._run = run
+        self._max_batch = max_batch
         # Per key, while a flush runs for it: the items it takes next.
         self._queued: dict[Hashable, list[tuple[Item, asyncio.Future[Result]]]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
@@ -62,8 +65,9 @@ class Batches(Generic[Item, Result]):
         queued = self._queued[key]
         try:
             while queued:
-                batch = queued[:MAX_BATCH]
-                del queued[:MAX_BATCH]
+                size = self._max_batch or MAX_BATCH
+                batch = queued[:size]
+                del queued[:size]
                 try:
                     results = await self._run([item for item, _ in batch])
                 except Exception as error:  # the whole batch failed: each item says so

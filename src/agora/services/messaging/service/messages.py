@@ -45,6 +45,7 @@ log = logging.getLogger("agora.messaging")
 
 PREVIEW_CHARS = 100
 STORE_ATTEMPTS = 5
+CHECK_BATCH = 16  # client ids per check at most: a join each (repository_send.check_many_pg)
 
 
 class _Unchanged(Exception):
@@ -190,7 +191,7 @@ class MessagingService(ConversationRules, MediaUploads):
     @functools.cached_property
     def check_batches(self) -> Batches[tuple[str, str, str], tuple[bool, str | None]]:
         """Per (author, conversation): the client ids to check, in one statement."""
-        return Batches(self._check_batch)
+        return Batches(self._check_batch, max_batch=CHECK_BATCH)
 
     @functools.cached_property
     def store_batches(self) -> Batches[Message, StoreResult]:
