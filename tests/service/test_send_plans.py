@@ -32,7 +32,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 async def fresh_tables(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
     dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(dsn, server_settings={"plan_cache_mode": "force_generic_plan"})
+    generic = {"plan_cache_mode": "force_generic_plan"}  # the plan kept after a few runs
+    connection = await asyncpg.connect(dsn, server_settings=generic)
     try:
         for table in ("msg_conversations", "msg_members", "msg_messages"):
             await connection.execute(
