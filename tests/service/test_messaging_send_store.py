@@ -179,6 +179,21 @@ async def test_a_batch_takes_consecutive_seqs_or_fails_whole(world: World) -> No
     assert (await state(world, cid))["seqs"] == [1, 2, 3]
 
 
+class LoopTurns:
+    """Counts the turns of the event loop (a callback that schedules itself again)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.now += 1
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
 async def test_a_burst_of_sends_is_stored_in_batches_in_call_order(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,6 +225,24 @@ async def test_a_burst_of_sends_is_stored_in_batches_in_call_order(
     assert [r.created for r in twice] == [True, True, False]
     assert twice[2].message.id == twice[0].message.id
     assert (await state(world, conversation.id))["seqs"] == list(range(1, 15))
+    # A batch's pushes are queued in one turn of the loop, to leave together (one
+    # pub/sub call, one write per device: socket/fanout.py).
+    turns = LoopTurns()
+    publish = world.events.publish
+
+    async def turn_noted(user_ids: Any, event: str, payload: dict[str, Any]) -> None:
+        pushed_in.append(turns.now)
+        await publish(user_ids, event, payload)
+
+    pushed_in: list[int] = []
+    monkeypatch.setattr(world.events, "publish", turn_noted)
+    batches.clear()
+    await asyncio.gather(
+        *(world.service.send(a, conversation.id, f"t-{n}", text="x") for n in range(6))
+    )
+    turns.stop()
+    shares = [pushed_in.count(turn) for turn in dict.fromkeys(pushed_in)]
+    assert shares == batches  # one turn per batch, each with all of its pushes
 
 
 async def test_the_checks_of_a_burst_share_statements(

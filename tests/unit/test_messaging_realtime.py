@@ -309,6 +309,32 @@ async def test_fanout_reaches_devices_that_joined_their_user_topic(
     assert frames(joined) == []
 
 
+async def test_events_published_together_reach_a_device_in_one_write(
+    router: ChannelRouter,
+) -> None:
+    """A batch of sends queues its pushes together: one pub/sub call, read in one turn,
+    and each device gets them in one write (`Connection.send(soon=True)`), in order."""
+    hub = Hub(router, "t:messaging:user:")
+    tracker = PresenceTracker(
+        ScopedPresence(MemoryPresence(), "messaging:"), router, hub,
+        channel_prefix="t:messaging:presence:", ttl=5, recheck_interval=60,
+    )  # fmt: skip
+    fanout = MessagingFanout(hub, tracker)
+    await fanout.start()
+    await router.start()
+    sockets = [Socket(direct=True) for _ in range(2)]
+    for socket, user in zip(sockets, ("7", "8"), strict=True):
+        conn = await connection(socket, user)
+        await hub.add(conn)
+        fanout.join(conn)
+    for n in range(3):  # queued in one turn, as `MessagingService._store_and_push` does
+        await fanout.publish(["7", "8"], "message:new", {"seq": n + 1})
+    await settle()
+    for socket in sockets:
+        assert len(socket.batches) == 1  # one write for the three
+        assert [text["payload"]["seq"] for text in socket.texts()] == [1, 2, 3]
+
+
 async def test_user_presence_frames_are_built_per_watching_user(router: ChannelRouter) -> None:
     hub = Hub(router, "t:user:")
     tracker = PresenceTracker(

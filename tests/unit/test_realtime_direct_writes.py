@@ -114,3 +114,45 @@ async def test_a_client_that_reads_nothing_is_still_a_slow_consumer() -> None:
     await asyncio.wait_for(conn.finish(), 1)
     await conn.stop_writer()
     assert channel.batches == [] and channel.close_code() is None
+
+
+async def test_frames_sent_soon_leave_in_one_write_at_the_end_of_the_turn() -> None:
+    """A fan-out's frames (`soon`) wait for the end of the loop's turn and leave in one
+    write; a frame sent meanwhile without `soon` goes behind them, not before."""
+    channel = Socket(direct=True)
+    conn = await connection(channel)
+    assert conn.send(frame(1), soon=True)
+    assert conn.send(frame(2), soon=True)
+    assert conn.send(frame(3))  # an answer: keeps its place after the pushes
+    assert channel.batches == []  # nothing yet: the turn is not over
+    await asyncio.sleep(0)
+    assert channel.batches == [[frame(1), frame(2), frame(3)]]
+    assert conn._writer is None and conn.queued_bytes == 0
+    conn.send(frame(4))  # nothing waits: at once, as before
+    assert channel.batches[-1] == [frame(4)]
+
+
+async def test_frames_sent_soon_queue_when_the_transport_does_not_take_them() -> None:
+    channel = Socket(direct=True)
+    conn = await connection(channel, limit=4 * WRITE_BATCH_BYTES)
+    pad = WRITE_BATCH_BYTES // 3
+    for n in range(4):  # more than a batch: queued, and sent by the writer in batches
+        conn.send(frame(n, pad), soon=True)
+    await asyncio.sleep(0)
+    assert conn._writer is not None
+    await asyncio.wait_for(conn._writer, 1)
+    assert numbers(channel) == [0, 1, 2, 3]
+    assert all(sum(map(len, batch)) <= WRITE_BATCH_BYTES for batch in channel.batches)
+    channel.paused = True
+    conn.send(frame(5), soon=True)
+    await asyncio.sleep(0)
+    assert conn._writer is not None and conn.queued_bytes > 0  # behind a writer
+
+
+async def test_a_close_drops_frames_waiting_for_the_end_of_the_turn() -> None:
+    channel = Socket(direct=True)
+    conn = await connection(channel)
+    conn.send(frame(1), soon=True)
+    conn.close(SESSION_ENDED)
+    await asyncio.sleep(0)
+    assert channel.batches == [] and not conn.send(frame(2), soon=True)

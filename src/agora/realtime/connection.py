@@ -75,6 +75,7 @@ class Connection:
         "_drained",
         "_queue",
         "_reader",
+        "_soon",
         "_watching",
         "_writer",
         "broken",
@@ -124,20 +125,57 @@ class Connection:
         self.restarting = False  # the server stops: what is queued goes, nothing more
         self._watching: set[str] | None = None  # from the first watched user on
         self._queue: deque[str] | None = None  # while there is something to send
+        self._soon: list[str] | None = None  # frames waiting for the end of this loop turn
         self._writer: asyncio.Task[None] | None = None  # while the queue has frames
         self._reader: asyncio.Task[None] | None = None  # the task reading, while it reads
         self._drained: asyncio.Future[None] | None = None  # while the reader waits
 
-    def send(self, frame: str) -> bool:
+    def send(self, frame: str, *, soon: bool = False) -> bool:
         """Send a text frame, or queue it; False if it was dropped (closing, or over
         the limit). With nothing queued (no writer), it goes out at once if the
-        transport takes it: it is behind nothing."""
+        transport takes it: it is behind nothing.
+
+        With `soon`, it goes out at the end of this turn of the event loop, in one
+        write with every frame sent to this socket meanwhile: a fan-out hands each
+        socket the messages of a pub/sub read in one turn, and one write (one wake-up
+        of the client) for them all costs less than one each. Frames keep the order
+        of their `send`s either way."""
         if self.closing is not None or self.broken or self.restarting:
             return False
+        if self._soon is not None:  # frames wait for the end of the turn: go behind them
+            self._soon.append(frame)
+            return True
         if self._writer is None:
+            if soon:
+                self._soon = [frame]
+                asyncio.get_running_loop().call_soon(self._send_soon)
+                return True
             write = self.write_frames
             if write is not None and write((frame,)):
                 return True
+        return self._enqueue(frame)
+
+    def _send_soon(self) -> None:
+        """The end of the turn: the frames sent with `soon` (and after them), in one
+        write if the transport takes them and they fit in one batch; else queued."""
+        frames, self._soon = self._soon, None
+        if frames is None or self.closing is not None or self.broken:
+            return  # dropped by a close meanwhile
+        write = self.write_frames
+        if (
+            self._writer is None
+            and write is not None
+            and sum(map(frame_cost, frames)) <= WRITE_BATCH_BYTES
+            and write(frames)
+        ):
+            return
+        for frame in frames:
+            if not self._enqueue(frame):
+                return
+
+    def _enqueue(self, frame: str) -> bool:
+        """Queue `frame` for the writer task (started if need be), unless it would take
+        the queue past its limit: then the connection closes as a slow consumer."""
         cost = frame_cost(frame)
         if self.queued_bytes + cost > self.max_queued_bytes:
             self.close(SLOW_CONSUMER)
@@ -190,6 +228,7 @@ class Connection:
             return
         self.closing = reason
         self._queue = None
+        self._soon = None
         self.queued_bytes = 0
         self._release()
         self.interrupt()
@@ -229,6 +268,7 @@ class Connection:
         reason = self.closing or (SERVER_RESTART if self.restarting else None)
         if reason is None or self.broken:
             return
+        self._send_soon()  # frames accepted before the restart go before the close
         with contextlib.suppress(TimeoutError, *SEND_FAILED):
             async with asyncio.timeout(self.close_grace):
                 if self._writer is not None:  # it stops before its next frame if closing

@@ -53,7 +53,6 @@ class ServiceCore:
         self.settings = settings
         self.member_lists = MemberLists()
         self.send_order = SendOrder()  # the drafts of one author queue in send order
-        self.announce_order = SendOrder()  # and their pushes go in that order too
 
     async def _require_member(self, actor: Actor, conversation_id: str) -> str:
         """The conversation id, checked; NotFound unless the actor is a member."""

@@ -71,11 +71,11 @@ class MessagingService(ConversationRules, MediaUploads):
         """Two statements on PostgreSQL: the check (membership, an earlier send of this
         client id) and the store (repository_send.py), each shared with the sends of
         the same author and conversation that queued behind the batch running (the
-        store's: group commit; batches.py); the
-        member list comes from `member_lists`, the presence lookup for offline
-        notifications runs beside the store, and the push is queued (socket/fanout.py).
-        Sends of one author to one conversation are stored and announced in the order
-        they were called, the checks before running side by side (send_order.py)."""
+        store's: group commit; batches.py). The member list comes from `member_lists`,
+        the push is queued by the batch once stored (`_store_and_push`), the presence
+        lookup for offline notifications runs beside the store. Sends of one author to
+        one conversation are stored and pushed in the order they were called, the
+        checks before running side by side (send_order.py)."""
         conversation_id = validation.conversation_id(conversation_id)
         turn = self.send_order.turn(actor.user_id, conversation_id)  # no await before it
         try:
@@ -125,26 +125,21 @@ class MessagingService(ConversationRules, MediaUploads):
         try:
             async with turn:  # the drafts queue in the order of their sends
                 stored = self.store_batches.submit((actor.user_id, conversation_id), draft)
-                announcing = self.announce_order.turn(actor.user_id, conversation_id)
-            try:
-                return await self._store_and_announce(
-                    actor, draft, stored, announcing, guessed, early
-                )
-            finally:
-                announcing.end()
+            return await self._stored_and_notified(actor, draft, stored, guessed, early)
         finally:
             if early is not None:
                 early.cancel()  # not used (the store failed, or the members changed)
 
-    async def _store_and_announce(
+    async def _stored_and_notified(
         self,
         actor: Actor,
         draft: Message,
         stored: asyncio.Future[StoreResult],
-        announcing: Turn,
         guessed: list[str] | None,
         early: asyncio.Future[set[str]] | None,
     ) -> SendResult:
+        """The send's message once its batch is stored (and pushed: `_store_and_push`),
+        and the notification of the members with no device online."""
         conversation_id, client_id = draft.conversation_id, draft.client_id
         try:
             result = await stored
@@ -159,16 +154,9 @@ class MessagingService(ConversationRules, MediaUploads):
             raise NotFound(validation.CONVERSATION_NOT_FOUND)
         message = dataclasses.replace(draft, seq=result.seq, version=result.version)
         MESSAGES_STORED.inc()
-        async with announcing:  # after the author's earlier messages, pushed in seq order
-            member_ids = await self._members(conversation_id, result.members_version)
-            online = await early if early is not None and member_ids is guessed else None
-            # Both after the store, neither raises (each logs its own failure). The push
-            # is queued (socket/fanout.py); the presence lookup, when not made above, is a
-            # round trip on Redis, the two side by side.
-            await asyncio.gather(
-                self._announce(member_ids, "message:new", message.to_json()),
-                self._notify_offline(member_ids, message, online),
-            )
+        member_ids = await self._members(conversation_id, result.members_version)
+        online = await early if early is not None and member_ids is guessed else None
+        await self._notify_offline(member_ids, message, online)  # logs its own failure
         return SendResult(message, created=True)
 
     async def _check_send(
@@ -196,7 +184,21 @@ class MessagingService(ConversationRules, MediaUploads):
     @functools.cached_property
     def store_batches(self) -> Batches[Message, StoreResult]:
         """Per (author, conversation): the drafts to store, in one statement and commit."""
-        return Batches(self._store_batch)
+        return Batches(self._store_and_push)
+
+    async def _store_and_push(self, drafts: list[Message]) -> list[StoreResult | Exception]:
+        """Store a batch (`_store_batch`), then queue the push of its new messages, in
+        seq order, before the next batch of this author and conversation is stored (a
+        key's batches run one after the other): pushes follow the seqs, and a batch's
+        pushes leave together, in one pub/sub call, and reach each device in one write
+        (socket/fanout.py). Queuing a push does not raise (`_announce` logs)."""
+        results = await self._store_batch(drafts)
+        for draft, result in zip(drafts, results, strict=True):
+            if isinstance(result, StoreResult) and result.outcome is StoreOutcome.STORED_NEW:
+                member_ids = await self._members(draft.conversation_id, result.members_version)
+                message = dataclasses.replace(draft, seq=result.seq, version=result.version)
+                await self._announce(member_ids, "message:new", message.to_json())
+        return results
 
     async def _check_batch(self, asks: list[tuple[str, str, str]]) -> list[tuple[bool, str | None]]:
         """(author, conversation, client id) asks, all of one author and conversation:

@@ -2,12 +2,13 @@
 
 The messaging socket runs a burst of `message:send` frames side by side (issue 13):
 the part before the store (the membership check, the limits, the content) may overlap
-and end in any order. Two turns per send keep the order of the calls where it shows:
+and end in any order. A turn per send keeps the order of the calls where it shows:
 `MessagingService.send` queues its draft for the store (batches.py) only once the
-previous send of the same author and conversation has queued its own (or failed), and
-announces its message only once that send has announced its own (or failed). So the
-frames a client sent in order get their seqs, and their pushes, in that order, while
-their stores still share a statement.
+previous send of the same author and conversation has queued its own (or failed). The
+batches of one author and conversation are stored one after the other, each queuing
+the pushes of its messages before the next is stored. So the frames a client sent in
+order get their seqs, and their pushes, in that order, while their stores still share
+a statement.
 
 A turn is taken when the send starts, with no await before it: calls started in order
 (tasks are started in the order they were created) queue in that order. A send that

@@ -224,15 +224,17 @@ class MessagingFanout:
         return [conn for conn in self.hub.devices.get(user, ()) if conn in self.joined]
 
     def _hand_over(self, devices: list[Connection], frame: str, updated: bool) -> None:
-        """Queue `frame` on `devices` (behind a catch-up when held); `updated`: a
-        conversation:updated, whose new members the devices start following."""
+        """Queue `frame` on `devices` (behind a catch-up when held), to leave at the end
+        of the loop's turn with the other messages of this pub/sub read (`soon`: one
+        write per device for them all); `updated`: a conversation:updated, whose new
+        members the devices start following."""
         held = self._held
         for conn in devices:
             waiting = held.get(conn) if held else None
             if waiting is not None:
                 waiting.add(frame)
             else:
-                conn.send(frame)
+                conn.send(frame, soon=True)
         if updated:
             self._follow_new_members(devices, frame)
 

@@ -5,8 +5,8 @@ as soon as the socket is open). Handled one after the other, each send held the 
 one's check behind its own store: on PostgreSQL two round trips per message, with the
 server idle meanwhile. Sends now start in frame order and run side by side, up to
 `MAX_SENDS` per socket: their checks overlap, and their stores share statements (group
-commit, service/batches.py). `MessagingService.send` stores and announces them
-in the order they started (service/send_order.py), so seqs still follow the frames.
+commit, service/batches.py). `MessagingService.send` stores and pushes them in
+the order they started (service/send_order.py), so seqs still follow the frames.
 
 Every other frame (a join, a leave, an edit, a read...) first waits until the sends
 before it are done, as when one frame waited for the last: what a client did in order

@@ -153,11 +153,11 @@ class PhoenixConnection(Connection):
     def parse(self, text: str) -> Request:
         return parse_v2(text) if self.v2 else parse(text)
 
-    def send(self, frame: str) -> bool:
+    def send(self, frame: str, *, soon: bool = False) -> bool:
         if self.v2:
             topic, tail = _tail(frame)
             frame = f"[{_join_ref_json(self.join_refs.get(topic))},{tail}"
-        return super().send(frame)
+        return super().send(frame, soon=soon)
 
     def answer(self, frame: str, join_ref: Ref) -> bool:
         """Queue `frame`, a reply to a request that carried `join_ref` (2.0.0 echoes it:
