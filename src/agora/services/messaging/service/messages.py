@@ -191,13 +191,17 @@ class MessagingService(ConversationRules, MediaUploads):
         seq order, before the next batch of this author and conversation is stored (a
         key's batches run one after the other): pushes follow the seqs, and a batch's
         pushes leave together, in one pub/sub call, and reach each device in one write
-        (socket/fanout.py). Queuing a push does not raise (`_announce` logs)."""
+        (socket/fanout.py). A push that cannot be made is logged, not raised: the
+        messages are stored, and devices catch up on their next join."""
         results = await self._store_batch(drafts)
-        for draft, result in zip(drafts, results, strict=True):
-            if isinstance(result, StoreResult) and result.outcome is StoreOutcome.STORED_NEW:
-                member_ids = await self._members(draft.conversation_id, result.members_version)
-                message = dataclasses.replace(draft, seq=result.seq, version=result.version)
-                await self._announce(member_ids, "message:new", message.to_json())
+        try:
+            for draft, result in zip(drafts, results, strict=True):
+                if isinstance(result, StoreResult) and result.outcome is StoreOutcome.STORED_NEW:
+                    members = await self._members(draft.conversation_id, result.members_version)
+                    message = dataclasses.replace(draft, seq=result.seq, version=result.version)
+                    await self._announce(members, "message:new", message.to_json())
+        except Exception:  # the member list could not be read (`_announce` never raises)
+            log.exception("stored messages not pushed")
         return results
 
     async def _check_batch(self, asks: list[tuple[str, str, str]]) -> list[tuple[bool, str | None]]:
