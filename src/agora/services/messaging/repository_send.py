@@ -195,9 +195,10 @@ def check_many_pg(count: int) -> str:
     """`CHECK_PG` for `count` client ids ($3 on): the membership row, joined to the
     earlier message of each. Joins, not a subquery per client id, a join on `unnest` or
     `= ANY`: on a table without statistics yet (a fresh database), PostgreSQL planned
-    each of those as a scan of the conversation's (or the author's) messages and kept
-    that plan for the connection's life (docs/benchmarks.md, "sixth round"); these
-    joins probe the unique index once per client id."""
+    each of those as a scan of the conversation's (or the author's) messages, and kept
+    that plan until the table was analyzed or the statement prepared again
+    (docs/benchmarks.md, "sixth round"); these joins probe the unique index once per
+    client id (tests/service/test_send_plans.py)."""
     earlier = ", ".join(f"e{n}.id" for n in range(count))
     joins = "\n".join(
         f"LEFT JOIN msg_messages AS e{n} ON e{n}.conversation_id = member.conversation_id"
