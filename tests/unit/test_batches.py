@@ -106,6 +106,19 @@ async def test_batches_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert store.batches == [["0", "1"], ["2", "3"], ["4"]]
 
 
+async def test_batches_given_a_smaller_cap_keep_it() -> None:
+    """The send's checks are capped lower than the stores (a join per client id)."""
+    store = Store()
+    batches = StoreBatches(store, max_batch=3)
+    store.gate.clear()
+    first = batches.submit_draft(draft("0"))
+    await asyncio.sleep(0)  # the first batch is being written
+    rest = [batches.submit_draft(draft(str(n))) for n in range(1, 8)]
+    store.gate.set()
+    await asyncio.gather(first, *rest)
+    assert store.batches == [["0"], ["1", "2", "3"], ["4", "5", "6"], ["7"]]
+
+
 async def test_a_cancelled_flush_leaves_no_send_waiting() -> None:
     store = Store()
     store.gate.clear()
