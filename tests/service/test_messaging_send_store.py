@@ -19,6 +19,7 @@ from agora.services.messaging.domain import Actor, Conversation, Message
 from agora.services.messaging.models import MsgConversation, MsgMember, MsgMessage
 from agora.services.messaging.repository import MessagingRepository
 from agora.services.messaging.repository_send import SendRepository, StoreOutcome, StoreResult
+from agora.services.messaging.service.member_lists import MemberLists
 from tests.service.test_messaging_service import MakeWorld, World, make_world, world
 
 __all__ = ["make_world", "world"]  # fixtures, used by name
@@ -325,3 +326,24 @@ async def test_removed_member_stops_receiving_at_once(make_world: MakeWorld) -> 
         assert await session.scalar(
             select(func.count()).where(MsgMessage.conversation_id == conversation.id)
         ) == 3  # fmt: skip
+
+
+async def test_a_member_list_that_cannot_be_read_fails_the_send_not_the_store(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push needs the members; when they cannot be read the send fails, but its
+    message is stored, and a retry of its client id answers it without storing twice."""
+    conversation, (a, _) = await group_of(world, 2)
+    world.service.member_lists = MemberLists()  # nothing cached: the store must read them
+
+    async def unreadable(repository: SendRepository, conversation_id: str) -> Any:
+        raise ConnectionError("database unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SendRepository, "members_with_version", unreadable)
+        with pytest.raises(ConnectionError):
+            await world.service.send(a, conversation.id, "m-1", text="hi")
+    assert world.events.named("message:new") == []  # not pushed
+    again = await world.service.send(a, conversation.id, "m-1", text="hi")
+    assert (again.created, again.message.seq) == (False, 1)
+    assert (await state(world, conversation.id))["seqs"] == [1]

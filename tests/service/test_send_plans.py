@@ -19,12 +19,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from agora.services.messaging.repository_send import (
-    CHECK_PG,
-    STORE_MANY_PG,
-    STORE_PG,
-    check_many_pg,
-)
+from agora.services.messaging.repository_send import STORE_MANY_PG, STORE_PG, check_pg
 
 pytestmark = pytest.mark.postgres
 
@@ -63,8 +58,8 @@ def lookups_of_messages(plan: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("count", [1, 2, 16])
 async def test_checks_probe_the_unique_index(fresh_tables: asyncpg.Connection, count: int) -> None:
-    sql = CHECK_PG if count == 1 else check_many_pg(count)
-    plan = await generic_plan(fresh_tables, sql, "c", "u", *(f"k{n}" for n in range(count)))
+    client_ids = [f"k{n}" for n in range(count)]
+    plan = await generic_plan(fresh_tables, check_pg(count), "c", "u", *client_ids)
     lookups = lookups_of_messages(plan)
     assert len(lookups) == count, plan
     for lookup in lookups:  # conversation, author and client id: one entry of the index

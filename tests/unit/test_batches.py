@@ -13,7 +13,7 @@ from agora.db.engine import utcnow
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository_send import StoreOutcome, StoreResult
 from agora.services.messaging.service import batches as batches_module
-from agora.services.messaging.service.batches import Batches
+from agora.services.messaging.service.batches import Batches, Key
 
 
 class StoreBatches(Batches[Message, StoreResult]):
@@ -40,7 +40,8 @@ class Store:
         self.gate.set()
         self.last_seq = 0
 
-    async def __call__(self, drafts: list[Message]) -> list[StoreResult | Exception]:
+    async def __call__(self, key: Key, drafts: list[Message]) -> list[StoreResult | Exception]:
+        assert all((d.author_id, d.conversation_id) == key for d in drafts)
         self.batches.append([d.client_id for d in drafts])
         await self.gate.wait()
         results: list[StoreResult | Exception] = []
@@ -87,7 +88,7 @@ async def test_each_send_gets_its_own_error_and_a_batch_error_is_everyones(
     with pytest.raises(ValueError, match="bad"):
         await bad
 
-    async def down(drafts: list[Message]) -> list[StoreResult | Exception]:
+    async def down(key: Key, drafts: list[Message]) -> list[StoreResult | Exception]:
         raise ConnectionError("database unreachable")
 
     failing = StoreBatches(down)

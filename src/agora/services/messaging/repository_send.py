@@ -51,7 +51,6 @@ from agora.db.engine import Database, UTCDateTime
 from agora.db.sqlite_inline import Execute
 from agora.services.messaging.domain import Message
 from agora.services.messaging.repository import (
-    MessagingRepository,
     conversations,
     members,
 )
@@ -187,18 +186,17 @@ LEFT JOIN msg_messages AS earlier
  AND earlier.author_id = member.user_id AND earlier.client_id = :client_id
 WHERE member.conversation_id = :cid AND member.user_id = :author
 """
-CHECK_PG = CHECK_SQL.replace(":client_id", "$3").replace(":cid", "$1").replace(":author", "$2")
 
 
 @functools.cache
-def check_many_pg(count: int) -> str:
-    """`CHECK_PG` for `count` client ids ($3 on): the membership row, joined to the
-    earlier message of each. Joins, not a subquery per client id, a join on `unnest` or
-    `= ANY`: on a table without statistics yet (a fresh database), PostgreSQL planned
-    each of those as a scan of the conversation's (or the author's) messages, and kept
-    that plan until the table was analyzed or the statement prepared again
-    (docs/benchmarks.md, "sixth round"); these joins probe the unique index once per
-    client id (tests/service/test_send_plans.py)."""
+def check_pg(count: int) -> str:
+    """`CHECK_SQL` for `count` client ids ($3 on), as asyncpg takes it: the membership
+    row, joined to the earlier message of each. Joins, not a subquery per client id, a
+    join on `unnest` or `= ANY`: on a table without statistics yet (a fresh database),
+    PostgreSQL planned each of those as a scan of the conversation's (or the author's)
+    messages, and kept that plan until the table was analyzed or the statement prepared
+    again (docs/benchmarks.md, "sixth round"); these joins probe the unique index once
+    per client id (tests/service/test_send_plans.py)."""
     earlier = ", ".join(f"e{n}.id" for n in range(count))
     joins = "\n".join(
         f"LEFT JOIN msg_messages AS e{n} ON e{n}.conversation_id = member.conversation_id"
@@ -247,20 +245,13 @@ class SendRepository:
         `client_ids` (None where none), in their order: one statement (SQLite: one per
         client id, on the loop's thread)."""
         if self.db.is_postgres:
-            sql = CHECK_PG if len(client_ids) == 1 else check_many_pg(len(client_ids))
+            sql = check_pg(len(client_ids))
             found = await self.db.fetchrow(sql, conversation_id, author_id, *client_ids)
             return (False, []) if found is None else (True, list(found))
         rows = await self.db.run_sqlite(
             functools.partial(_check_sqlite, conversation_id, author_id, client_ids), write=False
         )
         return (False, []) if rows is None else (True, rows)
-
-    async def earlier_message(self, conversation_id: str, message_id: str) -> Message:
-        """The message a resent client id was stored as (rare: read in full)."""
-        async with self.db.single_read() as connection:
-            found = await MessagingRepository(connection).message(conversation_id, message_id)
-        assert found is not None  # messages are never removed
-        return found
 
     async def store_messages(self, messages: list[Message]) -> list[StoreResult]:
         """Store `messages`, one author's to one conversation, in this order and in one

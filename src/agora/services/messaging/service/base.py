@@ -1,8 +1,9 @@
-"""What every part of `MessagingService` shares: its ports, membership, announcements.
+"""What every part of `MessagingService` shares: its ports, membership, announcements,
+a message's text.
 
 `MessagingService` (messages.py) is this plus conversations (conversations.py), uploads
-(media.py) and messages (messages.py itself): one object for callers, one file
-per concern for readers.
+(media.py), sending (sending.py) and the rest of messages (messages.py itself: edits,
+deletes, pages, read cursors): one object for callers, one file per concern for readers.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from agora.core.audit import Audit
-from agora.core.errors import Forbidden, NotFound
+from agora.core.errors import Forbidden, Invalid, NotFound
 from agora.core.settings import Settings
 from agora.db.engine import Database
 from agora.ports.media import MediaStore
 from agora.ports.notify import Notifier
 from agora.ports.users import UserDirectory
 from agora.services.messaging import validation
-from agora.services.messaging.content import suspicious_patterns
+from agora.services.messaging.content import clean_text, suspicious_patterns
 from agora.services.messaging.domain import Actor
 from agora.services.messaging.ports import MessagingEvents
 from agora.services.messaging.rate_limits import MessagingLimits
@@ -72,6 +73,20 @@ class ServiceCore:
             await self.events.publish(list(user_ids), event, payload)
         except Exception:
             log.exception("could not publish %s", event)
+
+    async def _message_text(self, actor: Actor, conversation_id: str, text: object) -> str:
+        """Safe text of a message (content.py); 422 when empty or too long. Suspicious
+        patterns are audited, also when nothing is left once they are removed."""
+        if not isinstance(text, str):
+            raise Invalid("text", "text must be a string")
+        limit = self.settings.messaging_max_message_chars
+        if len(text) > limit:  # counted as sent, before markup is dropped
+            raise Invalid("text", f"Message longer than {limit} characters")
+        clean = clean_text(text)
+        await self._audit_suspicious(actor, text, field="text", conversation_id=conversation_id)
+        if not clean:
+            raise Invalid("text", "Message is empty")
+        return clean
 
     async def _audit_suspicious(self, actor: Actor, raw: str, **fields: Any) -> None:
         """Audit what looks like an attack in what a user wrote (stored sanitized anyway)."""

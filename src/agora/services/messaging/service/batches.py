@@ -8,25 +8,26 @@ per key runs what has queued, up to `max_batch`, in one call of the batch functi
 (one statement; for stores, one commit); what queues meanwhile goes in the next
 batch. An item alone is a batch of one, run at once: a batch never waits to fill.
 
-`MessagingService` keeps two: the checks before a send (is the author a member, did
-they already send this client id: `SendRepository.check_sends`) and the stores (group
-commit: `SendRepository.store_messages`).
+`MessagingService` keeps two (sending.py): the checks before a send (is the author a
+member, did they already send this client id: `SendRepository.check_sends`) and the
+stores (group commit: `SendRepository.store_messages`).
 
-Each item gets its own result, or its own error: the batch function answers a result
-or an exception per item, in their order; an error of the whole call (the database
-unreachable) is every item's. An item whose caller was cancelled while it waited is
-not taken out of its batch: a store may then happen, as when a cancel came during its
-own statement.
+The batch function is given the key and the items, and answers a result or an
+exception per item, in their order: each item gets its own. An error of the whole call
+(the database unreachable) is every item's. An item whose caller was cancelled while it
+waited is not taken out of its batch: a store may then happen, as when a cancel came
+during its own statement.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Key = tuple[str, str]  # (author id, conversation id)
 
 MAX_BATCH = 64  # items per call at most, unless the batches are given fewer
 
@@ -34,19 +35,19 @@ MAX_BATCH = 64  # items per call at most, unless the batches are given fewer
 class Batches(Generic[Item, Result]):
     def __init__(
         self,
-        run: Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]],
+        run: Callable[[Key, list[Item]], Awaitable[Sequence[Result | Exception]]],
         max_batch: int | None = None,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
         # Per key, while a flush runs for it: the items it takes next.
-        self._queued: dict[Hashable, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._queued: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:  # keys being flushed: none once every item is done
         return len(self._queued)
 
-    def submit(self, key: Hashable, item: Item) -> asyncio.Future[Result]:
+    def submit(self, key: Key, item: Item) -> asyncio.Future[Result]:
         """Queue `item` behind the items submitted before under `key`; the future is
         its result."""
         loop = asyncio.get_running_loop()
@@ -61,7 +62,7 @@ class Batches(Generic[Item, Result]):
         flush.add_done_callback(self._flushes.discard)
         return done
 
-    async def _flush(self, key: Hashable) -> None:
+    async def _flush(self, key: Key) -> None:
         queued = self._queued[key]
         try:
             while queued:
@@ -69,7 +70,7 @@ class Batches(Generic[Item, Result]):
                 batch = queued[:size]
                 del queued[:size]
                 try:
-                    results = await self._run([item for item, _ in batch])
+                    results = await self._run(key, [item for item, _ in batch])
                 except Exception as error:  # the whole batch failed: each item says so
                     results = [error] * len(batch)
                 except BaseException:  # cancelled (the server stops): so are its items
